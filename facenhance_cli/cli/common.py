@@ -1,0 +1,81 @@
+"""What every command shares: one-line errors with the right exit code, consoles, device choice."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEBUG_ENV = "FACENHANCE_DEBUG"
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `error: message` on stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn user-caused exceptions into one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from facenhance_cli.errors import FacenhanceError
+
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except FacenhanceError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except MemoryError:
+            raise fail("out of memory: use a smaller --batch-size / --batch-videos") from None
+        except OSError as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            if exc.errno == 28:
+                raise fail("disk full") from None
+            raise fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise fail(
+                f"internal error ({type(exc).__name__}: {first}); set {DEBUG_ENV}=1 for the traceback"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def is_terminal() -> bool:
+    """True when stderr is a terminal (show progress bars); batch scripts get quiet output."""
+    return sys.stderr.isatty()
+
+
+def resolve_device(name: str) -> str:
+    """`auto` -> cuda, then mps, then cpu; an unavailable device is a usage error."""
+    import torch
+
+    from facenhance_cli.errors import UsageError
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but torch sees no CUDA device")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps asked for, but MPS is not available")
+    if name not in {"cpu", "mps"} and not name.startswith("cuda"):
+        raise UsageError(f"unknown --device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    return name

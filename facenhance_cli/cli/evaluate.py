@@ -1,0 +1,14 @@
+"""`facenhance evaluate` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("eval")
+    def command() -> None:
+        """Not implemented yet."""
+        raise typer.Exit(1)

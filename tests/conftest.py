@@ -1,0 +1,51 @@
+"""Shared fixtures: where ../shared is, and third-party weights that fail in CI but skip locally when missing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACENHANCE_SHARED", REPO.parent / "shared"))
+FACES = SHARED / "data" / "faces"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: third-party files must be present)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _weights_env() -> None:
+    """Point the weights lookup at ../shared/weights when the caller did not say otherwise."""
+    if not os.environ.get("FACENHANCE_WEIGHTS") and (SHARED / "weights").is_dir():
+        os.environ["FACENHANCE_WEIGHTS"] = str(SHARED / "weights")
+
+
+@pytest.fixture
+def require_weight():
+    """`require_weight(name)` -> Path of a third-party file found through the weights lookup."""
+
+    def get(name: str) -> Path:
+        from facenhance_cli.errors import MissingWeightsError
+        from facenhance_cli.weights import find_weight
+
+        try:
+            return find_weight(name)
+        except MissingWeightsError as exc:
+            _missing(str(exc))
+            raise
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """../shared/data/faces (clips/, neutral/, photos/)."""
+    if not FACES.is_dir():
+        _missing(f"shared face data not found at {FACES} (set FACENHANCE_SHARED)")
+    return FACES

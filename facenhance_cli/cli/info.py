@@ -1,10 +1,132 @@
-"""`facenhance presets` and `facenhance models`: what can be trained and what is installed."""
+"""`facenhance presets` and `facenhance models`: what can be trained, and what is installed."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from facenhance_cli.cli.common import handle_errors
 
 
 def register(app: typer.Typer) -> None:
     """Add the commands to the app."""
     app.command("presets")(presets)
+    app.command("models")(models)
+
+
+@handle_errors
+def presets(
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
+) -> None:
+    """List the model presets (paper, small, tiny) with parameters and GFLOP per frame, to pick by cost."""
+    from facenhance_cli.config import load_preset, preset_names
+    from facenhance_cli.costs import measure_cost
+
+    rows = []
+    for name in preset_names():
+        config = load_preset(name)
+        cost = measure_cost(config)
+        calls = config.diffusion.num_timesteps if config.sampling.sampler == "ddpm" else config.sampling.steps
+        rows.append(
+            {
+                "name": name,
+                "parameters": cost.parameters,
+                "gflop_per_call": round(cost.gflop_per_call, 2),
+                "image_size": config.unet.image_size,
+                "base_channels": config.unet.base_channels,
+                "channel_mult": list(config.unet.channel_mult),
+                "prediction": config.diffusion.prediction,
+                "loss": config.diffusion.loss,
+                "sampler": config.sampling.sampler,
+                "steps": config.sampling.steps,
+                "gflop_per_frame": round(cost.gflop_per_call * calls, 1),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="facenhance presets (GFLOP per frame = per call x default sampler steps)")
+    for column in ("preset", "params", "GFLOP/call", "size", "channels", "loss", "sampler", "GFLOP/frame"):
+        table.add_column(column, justify="left" if column in {"preset", "channels", "loss", "sampler"} else "right")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            f"{r['parameters'] / 1e6:.1f} M",
+            f"{r['gflop_per_call']:.1f}",
+            str(r["image_size"]),
+            f"{r['base_channels']}x" + ",".join(map(str, r["channel_mult"])),
+            f"{r['prediction']} / {r['loss']}",
+            f"{r['sampler']} {r['steps']}",
+            f"{r['gflop_per_frame']:.0f}",
+        )
+    Console().print(table)
+
+
+@handle_errors
+def models(
+    models_dir: Path | None = typer.Option(
+        None, "--models-dir", help="Extra folder to search first (also: FACENHANCE_MODELS)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
+) -> None:
+    """List installed facenhance models: name, preset, size, training data, recommended sampler and steps."""
+    from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint
+    from facenhance_cli.errors import CheckpointError
+    from facenhance_cli.weights import list_model_files, model_search_dirs
+
+    rows = []
+    for path in list_model_files(models_dir):
+        try:
+            payload = read_checkpoint(path)
+            config = checkpoint_config(payload, path)
+        except CheckpointError as exc:
+            rows.append({"name": path.stem, "path": str(path), "error": str(exc)})
+            continue
+        meta = payload.get("meta", {})
+        parameters = sum(v.numel() for v in payload["ema"].values() if v.is_floating_point())
+        rows.append(
+            {
+                "name": path.stem,
+                "path": str(path),
+                "preset": config.name,
+                "parameters": parameters,
+                "size_mb": round(path.stat().st_size / 1e6, 1),
+                "trained_on": meta.get("trained_on", "unknown"),
+                "steps_trained": meta.get("step"),
+                "sampler": config.sampling.sampler,
+                "steps": config.sampling.steps,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not rows:
+        searched = ", ".join(str(d) for d in model_search_dirs(models_dir))
+        console.print(f"no models installed (searched: {searched})")
+        return
+    table = Table(title="installed facenhance models")
+    for column in ("name", "preset", "params", "MB", "trained on", "sampler", "path"):
+        table.add_column(column)
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["name"], "-", "-", "-", r["error"], "-", r["path"])
+            continue
+        table.add_row(
+            r["name"],
+            r["preset"],
+            f"{r['parameters'] / 1e6:.1f} M",
+            f"{r['size_mb']}",
+            str(r["trained_on"]),
+            f"{r['sampler']} {r['steps']}",
+            r["path"],
+        )
+    console.print(table)

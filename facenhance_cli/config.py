@@ -1,0 +1,290 @@
+"""Frozen dataclass configs: network, expression encoder, diffusion, conditioning, sampling, training.
+
+One `FacenhanceConfig` describes a model completely; it is saved (as plain JSON values) inside every
+checkpoint so `enhance` rebuilds the model from the file alone. Presets are TOML files in models/presets/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facenhance_cli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Conditional UNet of Sec. 4.1.2 / 5.2: 192x192, [1,1,2,2,4,8], one res block, attention at level 5."""
+
+    image_size: int = 192  # height = width of x_t, identity image and previous frame
+    base_channels: int = 128  # channels at level 1
+    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4, 8)  # per level; resolutions 192, 96, 48, 24, 12, 6
+    num_res_blocks: int = 1  # per level on the way down (one more on the way up, for the skips)
+    attention_levels: tuple[int, ...] = (4,)  # 0-based: 4 is the paper's fifth level (12x12, 512 ch)
+    head_channels: int = 64  # channels per attention head
+    groups: int = 32  # GroupNorm groups
+    dropout: float = 0.0
+    time_embed_mult: int = 4  # timestep embedding width = base_channels * this
+    use_identity: bool = True  # identity image concatenated to the input (3 channels)
+    use_prev_frame: bool = True  # previous frame (+ noise) concatenated to the input (3 channels)
+    use_expression_encoder: bool = True  # False: the low frame is upsampled and concatenated (3 channels)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: x_t + identity + previous frame (+ upsampled low frame without E_exp)."""
+        return 3 * (1 + self.use_identity + self.use_prev_frame + (not self.use_expression_encoder))
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Expression encoder E_exp (not specified by the paper): a strided CNN over the 64x64 low frame.
+
+    Its output grid (token_grid x token_grid) becomes tokens that join the UNet's self-attention.
+    """
+
+    low_size: int = 64  # low frame height = width
+    channels: tuple[int, ...] = (64, 128, 256)  # one stride-2 stage each: 64 -> 32 -> 16 -> 8
+    token_grid: int = 8  # tokens = token_grid ** 2 (adaptive-pooled to this grid)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule and parameterization (Algorithm 1; METHOD.md "A useful identity")."""
+
+    num_timesteps: int = 1000  # T
+    beta_schedule: str = "linear"  # linear | cosine
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction: str = "eps"  # what the network outputs: eps | x0 | v | xprev (the paper's raw x_{t-1})
+    loss: str = "xprev"  # xprev (paper, Algorithm 1) | eps | v | x0
+    clip_x0: bool = True  # clamp predicted x0 to [-1, 1] while sampling
+
+
+@dataclass(frozen=True)
+class ConditioningConfig:
+    """How the previous frame is given to the network (Sec. 4.1.2; ablations of Table 3)."""
+
+    prev_noise_std: float = 1.0  # std of z added to f_prev in [-1, 1] scale; 0 = the "no noise" ablation
+    prev_noise_per_step: bool = False  # False: one z per frame; True: a fresh z at every denoising step
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Defaults `enhance` uses for a model trained with this config (overridable on the command line)."""
+
+    sampler: str = "ddim"  # ddim | ddpm
+    steps: int = 25  # ddim steps; steps = T with eta = 0 is the paper's own sampler (Algorithms 2-3)
+    eta: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation (Sec. 5.2: Adam, lr 2e-5, batch 4, EMA 0.9999)."""
+
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    batch_size: int = 4
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)) so short runs have a usable EMA
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    warmup_steps: int = 0  # linear lr warm-up
+    max_steps: int = 2_000_000
+    flip: bool = True  # random horizontal flips, the same for every image of a sample
+    checkpoint_every: int = 5000
+    validate_every: int = 5000
+    sample_every: int = 5000
+    log_every: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FacenhanceConfig:
+    """Everything that defines a facenhance model and how it is trained and sampled."""
+
+    name: str = "custom"
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (tuples become lists)."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FacenhanceConfig:
+        """Build from plain values; unknown keys and wrong types are a UsageError."""
+        return _from_dict(cls, data, "")
+
+    def replace(self, **overrides: Any) -> FacenhanceConfig:
+        """A copy with dotted-key overrides, e.g. replace(**{"training.lr": 1e-4})."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            _set_dotted(data, key, value)
+        return FacenhanceConfig.from_dict(data)
+
+    def validate(self) -> FacenhanceConfig:
+        """Check cross-field constraints; return self."""
+        u, d = self.unet, self.diffusion
+        n_levels = len(u.channel_mult)
+        if u.image_size % (2 ** (n_levels - 1)):
+            raise UsageError(f"unet.image_size {u.image_size} must be divisible by 2^{n_levels - 1}")
+        if any(not 0 <= lvl < n_levels for lvl in u.attention_levels):
+            raise UsageError(f"unet.attention_levels {u.attention_levels} outside 0..{n_levels - 1}")
+        for mult in u.channel_mult:
+            if (u.base_channels * mult) % u.groups:
+                raise UsageError("unet.base_channels * each multiplier must be divisible by unet.groups")
+        if u.use_expression_encoder and not u.attention_levels:
+            raise UsageError("the expression encoder needs at least one attention level to join")
+        if d.prediction not in {"eps", "x0", "v", "xprev"}:
+            raise UsageError(f"unknown diffusion.prediction {d.prediction!r}: eps, x0, v or xprev")
+        if d.loss not in {"xprev", "eps", "v", "x0"}:
+            raise UsageError(f"unknown diffusion.loss {d.loss!r}: xprev, eps, v or x0")
+        if d.beta_schedule not in {"linear", "cosine"}:
+            raise UsageError(f"unknown diffusion.beta_schedule {d.beta_schedule!r}: linear or cosine")
+        if self.sampling.sampler not in {"ddim", "ddpm"}:
+            raise UsageError(f"unknown sampling.sampler {self.sampling.sampler!r}: ddim or ddpm")
+        if not 1 <= self.sampling.steps <= d.num_timesteps:
+            raise UsageError(f"sampling.steps must be in 1..{d.num_timesteps}")
+        if self.training.optimizer not in {"adam", "adamw"}:
+            raise UsageError(f"unknown training.optimizer {self.training.optimizer!r}: adam or adamw")
+        return self
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise UsageError(f"config section {prefix.rstrip('.') or '<root>'} must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UsageError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_dict(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"config key {key} must be a list")
+        (item_type, _ellipsis) = typing.get_args(hint)
+        return tuple(_coerce(v, item_type, key) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"config key {key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UsageError(f"config key {key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"config key {key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UsageError(f"config key {key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        if part not in node or not isinstance(node[part], dict):
+            raise UsageError(f"unknown config key {key}")
+        node = node[part]
+    if parts[-1] not in node:
+        raise UsageError(f"unknown config key {key}")
+    node[parts[-1]] = value
+
+
+def parse_set_option(item: str) -> tuple[str, Any]:
+    """`key=value` from `--set`; the value is parsed as TOML (numbers, booleans, lists), else a string."""
+    if "=" not in item:
+        raise UsageError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def presets_dir() -> Path:
+    """models/presets as shipped inside the package (or in the source checkout)."""
+    from facenhance_cli.weights import shipped_models_dir
+
+    return shipped_models_dir() / "presets"
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets."""
+    return sorted(p.stem for p in presets_dir().glob("*.toml"))
+
+
+def load_config_file(path: str | Path) -> FacenhanceConfig:
+    """A config from a TOML file (sections unet, encoder, diffusion, conditioning, sampling, training)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"invalid TOML in {path}: {exc}") from None
+    return FacenhanceConfig.from_dict(data).validate()
+
+
+def load_preset(name: str) -> FacenhanceConfig:
+    """A shipped preset by name (paper, small, tiny)."""
+    path = presets_dir() / f"{name}.toml"
+    if not path.is_file():
+        raise UsageError(f"unknown preset {name!r} (available: {', '.join(preset_names())})")
+    return load_config_file(path)
+
+
+def config_to_toml(config: FacenhanceConfig) -> str:
+    """The config as TOML text (what `train` writes to RUN/config.toml)."""
+    lines: list[str] = []
+    data = config.to_dict()
+    lines.append(f"name = {_toml_value(data.pop('name'))}")
+    for section, values in data.items():
+        lines.append(f"\n[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

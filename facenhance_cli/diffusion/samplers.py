@@ -1,0 +1,109 @@
+"""Samplers: plain functions `(denoiser, x_T, schedule, cond, generators, progress, **options) -> x0`.
+
+Update math runs in float64 (EDM habit); the denoiser sees float32. Randomness comes only from
+`generators` (one per batch row; see noise.py). `progress(i, n)` is called after each step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from facenhance_cli.diffusion.denoiser import Cond, Denoiser
+from facenhance_cli.diffusion.noise import randn_per_sample
+from facenhance_cli.diffusion.schedule import Schedule
+
+Progress = Callable[[int, int], None] | None
+Sampler = Callable[..., torch.Tensor]
+
+
+def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """Descending timesteps with "trailing" spacing (Lin et al. 2024, Table 2): always starts at T-1."""
+    if not 1 <= steps <= num_timesteps:
+        raise ValueError(f"steps must be in 1..{num_timesteps}, got {steps}")
+    ts = np.round(np.arange(num_timesteps, 0, -num_timesteps / steps)).astype(np.int64) - 1
+    return [int(t) for t in ts]
+
+
+def _batch_t(t: int, x: torch.Tensor) -> torch.Tensor:
+    return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+
+
+def ddim(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    schedule: Schedule,
+    cond: Cond,
+    generators: Sequence[torch.Generator],
+    progress: Progress = None,
+    *,
+    steps: int = 25,
+    eta: float = 0.0,
+) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12). steps = T with eta = 0 is the paper's Algorithms 2-3 (METHOD.md)."""
+    abar = schedule.alphas_cumprod.tolist()
+    timesteps = ddim_timesteps(schedule.num_timesteps, steps)
+    x = x_T.double()
+    for i, t in enumerate(timesteps):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        abar_t = abar[t]
+        abar_prev = abar[t_prev] if t_prev >= 0 else 1.0
+        x0, eps = denoiser(x.float(), _batch_t(t, x), cond)
+        sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)) ** 0.5
+        x = abar_prev**0.5 * x0.double() + max(1 - abar_prev - sigma**2, 0.0) ** 0.5 * eps.double()
+        if sigma > 0:
+            x = x + sigma * randn_per_sample(x.shape[1:], generators, x.device).double()
+        if progress is not None:
+            progress(i + 1, len(timesteps))
+    return x.float()
+
+
+def ddpm(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    schedule: Schedule,
+    cond: Cond,
+    generators: Sequence[torch.Generator],
+    progress: Progress = None,
+    *,
+    steps: int | None = None,
+    eta: float = 1.0,
+) -> torch.Tensor:
+    """Ancestral DDPM over all T steps (Ho et al. 2020, Algorithm 2), posterior variance beta tilde."""
+    n = schedule.num_timesteps
+    if steps not in (None, n):
+        raise ValueError(f"the ddpm sampler runs all {n} steps; use ddim for fewer")
+    betas = schedule.betas.tolist()
+    abar = schedule.alphas_cumprod.tolist()
+    abar_prev = schedule.alphas_cumprod_prev.tolist()
+    variance = schedule.posterior_variance.tolist()
+    x = x_T.double()
+    for i, t in enumerate(range(n - 1, -1, -1)):
+        x0, _ = denoiser(x.float(), _batch_t(t, x), cond)
+        # Posterior mean coefficients (Ho et al. eq. 7).
+        coef_x0 = betas[t] * abar_prev[t] ** 0.5 / (1 - abar[t])
+        coef_xt = (1 - abar_prev[t]) * (1 - betas[t]) ** 0.5 / (1 - abar[t])
+        x = coef_x0 * x0.double() + coef_xt * x
+        if t > 0:
+            x = x + variance[t] ** 0.5 * randn_per_sample(x.shape[1:], generators, x.device).double()
+        if progress is not None:
+            progress(i + 1, n)
+    return x.float()
+
+
+SAMPLERS: dict[str, Sampler] = {"ddim": ddim, "ddpm": ddpm}
+
+
+def get_sampler(name: str) -> Sampler:
+    """A sampler by name."""
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r} (available: {', '.join(SAMPLERS)})") from None
+
+
+def network_calls(sampler: str, steps: int, num_timesteps: int) -> int:
+    """Denoiser calls one frame costs."""
+    return num_timesteps if sampler == "ddpm" else steps

@@ -1,0 +1,142 @@
+"""Conditional UNet of FacEnhance (Sec. 4.1.2, 5.2): (x_t, t, identity, prev frame, low frame) -> 3 channels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facenhance_cli.config import FacenhanceConfig, UNetConfig
+from facenhance_cli.nn.encoder import ExpressionEncoder
+from facenhance_cli.nn.layers import AttentionBlock, Downsample, ResBlock, Upsample, timestep_embedding
+
+
+class Level(nn.Module):
+    """One resolution of the UNet: residual blocks, each followed by attention where configured."""
+
+    def __init__(self, blocks: list[ResBlock], attentions: list[AttentionBlock] | None) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.attentions = nn.ModuleList(attentions) if attentions else None
+
+
+class ConditionalUNet(nn.Module):
+    """UNet with the inputs stacked on channels (9 by default) and E_exp tokens joining self-attention."""
+
+    def __init__(self, config: FacenhanceConfig) -> None:
+        super().__init__()
+        u: UNetConfig = config.unet
+        self.config = config
+        ch = [u.base_channels * m for m in u.channel_mult]
+        emb_dim = u.base_channels * u.time_embed_mult
+        self.time_embed = nn.Sequential(
+            nn.Linear(u.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+        self.encoder: ExpressionEncoder | None = None
+        if u.use_expression_encoder:
+            # Tokens are projected to the widest attention level; narrower ones get a linear projection.
+            token_dim = max(ch[lvl] for lvl in u.attention_levels)
+            self.encoder = ExpressionEncoder(config.encoder, token_dim, u.groups)
+            self.token_proj = nn.ModuleDict(
+                {str(lvl): nn.Linear(token_dim, ch[lvl]) for lvl in u.attention_levels if ch[lvl] != token_dim}
+            )
+        self.input_conv = nn.Conv2d(u.in_channels, ch[0], 3, padding=1)
+
+        def attention(level: int, channels: int) -> AttentionBlock | None:
+            return AttentionBlock(channels, u.head_channels, u.groups) if level in u.attention_levels else None
+
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        skip_channels = [ch[0]]
+        in_ch = ch[0]
+        for level, out_ch in enumerate(ch):
+            blocks, attns = [], []
+            for _ in range(u.num_res_blocks):
+                blocks.append(ResBlock(in_ch, out_ch, emb_dim, u.groups, u.dropout))
+                attns.append(attention(level, out_ch))
+                in_ch = out_ch
+                skip_channels.append(in_ch)
+            self.down.append(Level(blocks, attns if attns[0] is not None else None))
+            if level < len(ch) - 1:
+                self.downsample.append(Downsample(in_ch))
+                skip_channels.append(in_ch)
+        self.middle = nn.ModuleList(
+            [ResBlock(in_ch, in_ch, emb_dim, u.groups, u.dropout), ResBlock(in_ch, in_ch, emb_dim, u.groups, u.dropout)]
+        )
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for level in reversed(range(len(ch))):
+            out_ch = ch[level]
+            blocks, attns = [], []
+            for _ in range(u.num_res_blocks + 1):
+                blocks.append(ResBlock(in_ch + skip_channels.pop(), out_ch, emb_dim, u.groups, u.dropout))
+                attns.append(attention(level, out_ch))
+                in_ch = out_ch
+            self.up.append(Level(blocks, attns if attns[0] is not None else None))
+            if level > 0:
+                self.upsample.append(Upsample(in_ch))
+        self.out = nn.Sequential(nn.GroupNorm(u.groups, in_ch), nn.SiLU(), nn.Conv2d(in_ch, 3, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        identity_image: torch.Tensor,
+        prev_frame: torch.Tensor,
+        low_frame: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B,3,S,S) noisy frame, (B,) int steps, (B,3,S,S) identity, (B,3,S,S) noisy prev, (B,3,64,64) low."""
+        u = self.config.unet
+        inputs = [x_t]
+        if u.use_identity:
+            inputs.append(identity_image)
+        if u.use_prev_frame:
+            inputs.append(prev_frame)
+        tokens: torch.Tensor | None = None
+        if self.encoder is not None:
+            tokens = self.encoder(low_frame)  # (B, E, token_dim)
+        else:
+            inputs.append(F.interpolate(low_frame, size=x_t.shape[-2:], mode="bilinear", align_corners=False))
+        h = self.input_conv(torch.cat(inputs, dim=1))  # (B, ch0, S, S)
+        emb = self.time_embed(timestep_embedding(t, u.base_channels).to(h.dtype))  # (B, emb_dim)
+
+        def level_tokens(level: int) -> torch.Tensor | None:
+            if tokens is None:
+                return None
+            key = str(level)
+            return self.token_proj[key](tokens) if key in self.token_proj else tokens
+
+        skips = [h]
+        for level, stage in enumerate(self.down):
+            for i, block in enumerate(stage.blocks):
+                h = block(h, emb)
+                if stage.attentions is not None:
+                    h = stage.attentions[i](h, level_tokens(level))
+                skips.append(h)
+            if level < len(self.downsample):
+                h = self.downsample[level](h)
+                skips.append(h)
+        for block in self.middle:
+            h = block(h, emb)
+        n_levels = len(self.up)
+        for i_up, stage in enumerate(self.up):
+            level = n_levels - 1 - i_up
+            for i, block in enumerate(stage.blocks):
+                h = block(torch.cat([h, skips.pop()], dim=1), emb)
+                if stage.attentions is not None:
+                    h = stage.attentions[i](h, level_tokens(level))
+            if i_up < len(self.upsample):
+                h = self.upsample[i_up](h)
+        return self.out(h)  # (B, 3, S, S)
+
+
+def build_network(config: FacenhanceConfig) -> ConditionalUNet:
+    """The network a config describes (validated first)."""
+    return ConditionalUNet(config.validate())
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,59 @@
+"""Checkpoint format: save -> load_for_inference -> identical output; weights_only; foreign files refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facenhance_cli.checkpoint import FORMAT_VERSION, load_for_inference, read_checkpoint, save_checkpoint
+from facenhance_cli.config import FacenhanceConfig, load_preset
+from facenhance_cli.errors import CheckpointError
+from facenhance_cli.nn.unet import build_network
+
+
+def test_save_load_gives_identical_output(tmp_path):
+    config = load_preset("tiny").replace(**{"unet.image_size": 32})
+    torch.manual_seed(0)
+    net = build_network(config).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    path = save_checkpoint(tmp_path / "m.pt", config, net.state_dict(), meta={"trained_on": "unit test"})
+    loaded = load_for_inference(path)
+    x = torch.randn(1, 3, 32, 32)
+    low = torch.randn(1, 3, 64, 64)
+    t = torch.tensor([3])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.network(x, t, x, x, low), net(x, t, x, x, low), rtol=0, atol=0)
+    assert loaded.config == config
+    assert loaded.meta["trained_on"] == "unit test"
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "facenhance-checkpoint" and raw["format_version"] == FORMAT_VERSION
+    assert FacenhanceConfig.from_dict(raw["config"]) == config
+    assert not list(tmp_path.glob(".*tmp*"))  # the temporary file was renamed
+
+
+def test_half_checkpoint_loads_as_float32(tmp_path):
+    config = load_preset("tiny").replace(**{"unet.image_size": 32})
+    net = build_network(config)
+    path = save_checkpoint(tmp_path / "h.pt", config, net.state_dict(), half=True)
+    assert all(v.dtype == torch.float16 for v in torch.load(path, weights_only=True)["ema"].values() if v.is_floating_point())
+    loaded = load_for_inference(path)
+    assert next(loaded.network.parameters()).dtype == torch.float32
+
+
+def test_foreign_and_newer_files_are_refused(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a facenhance checkpoint"):
+        read_checkpoint(text)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    with pytest.raises(CheckpointError, match="not a facenhance checkpoint"):
+        read_checkpoint(foreign)
+    newer = tmp_path / "newer.pt"
+    torch.save({"format": "facenhance-checkpoint", "format_version": FORMAT_VERSION + 1}, newer)
+    with pytest.raises(CheckpointError, match="newer"):
+        read_checkpoint(newer)
+    with pytest.raises(CheckpointError, match="not found"):
+        read_checkpoint(tmp_path / "missing.pt")

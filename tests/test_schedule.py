@@ -1,0 +1,105 @@
+"""Schedule, conversions and losses against independent numpy float64 computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facenhance_cli.config import DiffusionConfig
+from facenhance_cli.diffusion.losses import diffusion_loss
+from facenhance_cli.diffusion.schedule import (
+    make_schedule,
+    prediction_target,
+    q_sample,
+    to_x0_eps,
+    xprev_loss_weight,
+    xprev_target,
+)
+
+T = 1000
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return make_schedule(DiffusionConfig())
+
+
+def test_linear_schedule_matches_numpy_golden(schedule):
+    betas = np.linspace(1e-4, 0.02, T, dtype=np.float64)
+    alphas_cumprod = np.cumprod(1 - betas)
+    prev = np.append(1.0, alphas_cumprod[:-1])
+    posterior = betas * (1 - prev) / (1 - alphas_cumprod)
+    assert schedule.betas.dtype == torch.float64
+    np.testing.assert_allclose(schedule.betas.numpy(), betas, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(schedule.alphas_cumprod.numpy(), alphas_cumprod, rtol=1e-12)
+    np.testing.assert_allclose(schedule.alphas_cumprod_prev.numpy(), prev, rtol=1e-12)
+    np.testing.assert_allclose(schedule.posterior_variance.numpy(), posterior, rtol=1e-12)
+    # Known values of the DDPM linear schedule: abar at the last step is about 4.04e-5.
+    assert schedule.alphas_cumprod[-1].item() == pytest.approx(4.0358e-5, rel=1e-3)
+    assert schedule.posterior_variance[0].item() == 0.0
+
+
+def test_cosine_schedule_is_monotone_and_clipped():
+    s = make_schedule(DiffusionConfig(beta_schedule="cosine"))
+    assert torch.all(s.alphas_cumprod[1:] < s.alphas_cumprod[:-1])
+    assert s.betas.max().item() <= 0.999
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "xprev"])
+def test_prediction_round_trip(schedule, prediction):
+    """q_sample, then the ideal network output of each parameterization, gives x0 and eps back."""
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 3, 8, 8, generator=gen) * 2 - 1
+    eps = torch.randn(6, 3, 8, 8, generator=gen)
+    t = torch.tensor([0, 1, 10, 250, 600, 999])
+    x_t = q_sample(schedule, x0.double(), t, eps.double())
+    output = prediction_target(schedule, prediction, x0.double(), t, eps.double())
+    x0_back, eps_back = to_x0_eps(schedule, prediction, output, x_t, t)
+    tol = 1e-6 if prediction != "xprev" else 1e-4  # xprev divides by ~beta_t: badly conditioned
+    torch.testing.assert_close(x0_back, x0.double(), atol=tol, rtol=0)
+    if prediction != "xprev":
+        torch.testing.assert_close(eps_back[1:], eps[1:].double(), atol=tol, rtol=0)
+
+
+def test_xprev_target_is_a_ddim_step_from_the_true_x0(schedule):
+    """The paper's x_{t-1} target equals a DDIM eta=0 stride-1 step taken with the true (x0, eps)."""
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.rand(4, 3, 8, 8, generator=gen, dtype=torch.float64) * 2 - 1
+    eps = torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64)
+    t = torch.tensor([0, 5, 500, 999])
+    x_t = q_sample(schedule, x0, t, eps)
+    x0_hat, eps_hat = to_x0_eps(schedule, "eps", eps, x_t, t)
+    abar_prev = schedule.alphas_cumprod_prev[t].reshape(-1, 1, 1, 1)
+    ddim_step = abar_prev.sqrt() * x0_hat + (1 - abar_prev).sqrt() * eps_hat
+    torch.testing.assert_close(xprev_target(schedule, x0, t, eps), ddim_step, atol=1e-10, rtol=0)
+    # At t = 0 the target is x0 itself.
+    torch.testing.assert_close(xprev_target(schedule, x0, t, eps)[0], x0[0])
+
+
+def test_xprev_loss_equals_weighted_x0_loss(schedule):
+    """METHOD.md identity: ||xprev_pred - xprev||^2 = k_t^2 ||x0_pred - x0||^2 for an eps network."""
+    gen = torch.Generator().manual_seed(2)
+    x0 = torch.rand(1, 3, 8, 8, generator=gen) * 2 - 1
+    eps = torch.randn(1, 3, 8, 8, generator=gen)
+    t = torch.tensor([300])
+    x_t = q_sample(schedule, x0, t, eps)
+    output = eps + 0.1 * torch.randn(1, 3, 8, 8, generator=gen)  # an imperfect eps prediction
+    loss = diffusion_loss(schedule, "eps", "xprev", output, x_t, t, x0, eps)
+    x0_pred, _ = to_x0_eps(schedule, "eps", output, x_t, t)
+    weighted = xprev_loss_weight(schedule)[300] * torch.mean((x0_pred - x0.double()) ** 2)
+    assert loss.item() == pytest.approx(weighted.item(), rel=1e-4)
+    assert loss.item() > 0
+
+
+@pytest.mark.parametrize("loss", ["xprev", "eps", "v", "x0"])
+def test_losses_vanish_for_the_ideal_output(schedule, loss):
+    gen = torch.Generator().manual_seed(3)
+    x0 = torch.rand(3, 3, 8, 8, generator=gen) * 2 - 1
+    eps = torch.randn(3, 3, 8, 8, generator=gen)
+    t = torch.tensor([3, 400, 900])
+    x_t = q_sample(schedule, x0, t, eps)
+    for prediction in ("eps", "v", "x0"):
+        ideal = prediction_target(schedule, prediction, x0, t, eps)
+        assert diffusion_loss(schedule, prediction, loss, ideal, x_t, t, x0, eps).item() < 1e-8
+        assert diffusion_loss(schedule, prediction, loss, ideal + 0.5, x_t, t, x0, eps).item() > 1e-6

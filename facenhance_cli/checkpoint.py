@@ -6,6 +6,7 @@ Only tensors and plain JSON values are stored, so `torch.load(path, weights_only
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
         "ema": ema,
-        "meta": dict(meta or {}),
+        # A JSON round trip keeps meta to plain values (a TorchVersion or numpy float would break weights_only).
+        "meta": json.loads(json.dumps(meta or {}, default=str)),
     }
     if training_state is not None:
         payload["training"] = training_state

@@ -1,14 +1,127 @@
-"""`facenhance train` (placeholder until its issue lands)."""
+"""`facenhance train`: train the enhancer on `prepare`'s output."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from facenhance_cli.cli.common import handle_errors, is_terminal
 
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
+    app.command("train")(train)
 
-    @app.command("train")
-    def command() -> None:
-        """Not implemented yet."""
-        raise typer.Exit(1)
+
+@handle_errors
+def train(
+    data: Path = typer.Argument(..., help="Folder written by `facenhance prepare` (manifest.jsonl + clips)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder: checkpoints, logs, samples."),
+    preset: str | None = typer.Option(None, "--preset", help="paper | small | tiny (default: small)."),
+    config_file: Path | None = typer.Option(None, "--config", help="A TOML config file instead of a preset."),
+    set_: list[str] = typer.Option([], "--set", help="Override one config key: --set training.lr=1e-4 (repeatable)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Train until this many optimiser steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size (split over DDP processes)."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Require RUN/last.pt and resume it (rerunning into the same RUN also resumes)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (mixed precision needs CUDA)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA; slow first steps)."),
+    workers: int = typer.Option(0, "--workers", help="Reserved for streaming data loaders (clips are decoded in-process)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for weights, data order and noise."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Train the enhancer (Algorithm 1) on prepared clips; resumable, with logs, checkpoints and sample grids.
+
+    Writes RUN/last.pt (resumable), RUN/best.pt (best validation loss), RUN/final.pt (EMA weights, what
+    `enhance --model RUN` loads), RUN/log.jsonl, RUN/config.toml, RUN/loss.png and RUN/samples/*.png.
+    Multi-GPU: `torchrun --nproc_per_node N -m facenhance_cli train ...`.
+    """
+    from facenhance_cli.cli.common import resolve_device
+    from facenhance_cli.config import load_config_file, load_preset, parse_set_option
+    from facenhance_cli.errors import UsageError
+    from facenhance_cli.training import TrainOptions
+    from facenhance_cli.training import train as run_training
+
+    if preset and config_file:
+        raise UsageError("give --preset or --config, not both")
+    if precision not in {"fp32", "bf16", "fp16"}:
+        raise UsageError(f"unknown --precision {precision!r}: fp32, bf16 or fp16")
+    explicit = bool(preset or config_file or set_)
+    config = load_config_file(config_file) if config_file else load_preset(preset or "small")
+    overrides = dict(parse_set_option(item) for item in set_)
+    training_overrides = {}
+    for key, value in (("max_steps", max_steps), ("batch_size", batch_size), ("lr", lr), ("seed", seed)):
+        if value is not None:
+            training_overrides[f"training.{key}"] = value
+    if any(k in training_overrides for k in ("training.batch_size", "training.lr", "training.seed")):
+        explicit = True
+    config = config.replace(**overrides, **training_overrides).validate()
+    options = TrainOptions(
+        data_dir=data,
+        run_dir=output,
+        config=config,
+        config_explicit=explicit,
+        resume=resume,
+        device=resolve_device(device),
+        precision=precision,
+        compile=compile_,
+        workers=workers,
+        overrides={k: v for k, v in training_overrides.items() if k == "training.max_steps"},
+    )
+    if quiet:
+        summary = run_training(options)
+    else:
+        summary = _train_with_progress(options, config.training.max_steps)
+    if not quiet:
+        best = f", best validation loss {summary['best_val']:.5f}" if summary["best_val"] is not None else ""
+        typer.echo(
+            f"trained {summary['steps']} steps to step {summary['final_step']} in {summary['seconds']:.0f} s{best}; "
+            f"model: {summary['final']}",
+            err=True,
+        )
+
+
+def _train_with_progress(options, max_steps: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from facenhance_cli.training import train as run_training
+
+    if not is_terminal():
+        def log_line(record):
+            if "loss" in record and record.get("logged"):
+                typer.echo(
+                    f"step {record['step']}/{max_steps} loss {record['loss']:.5f} "
+                    f"lr {record['lr']:.2e} {record['steps_per_s']:.2f} it/s",
+                    err=True,
+                )
+            elif "val_loss" in record:
+                typer.echo(f"step {record['step']} validation loss {record['val_loss']:.5f}", err=True)
+
+        options.progress = log_line
+        return run_training(options)
+
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  {task.fields[speed]} it/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("train", total=max_steps, loss="-", val="-", speed="-")
+
+        def update(record):
+            if "loss" in record:
+                progress.update(
+                    task, completed=record["step"], loss=f"{record['loss']:.4f}", speed=f"{record['steps_per_s']:.2f}"
+                )
+            elif "val_loss" in record:
+                progress.update(task, val=f"{record['val_loss']:.4f}")
+
+        options.progress = update
+        return run_training(options)

@@ -1,0 +1,208 @@
+"""Training data from `prepare`'s output: (low frame n, identity image, high frame n, high frame n-1) samples.
+
+Layout read: DATA/manifest.jsonl (one JSON object per clip: clip_id, split, status, ...) and, per clip,
+DATA/<clip_id>/{high.mkv, low.mkv, identity.png}. The previous frame of n = 0 is the identity image, which
+is what inference conditions frame 0 on (Algorithm 3).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facenhance_cli.errors import InputError, UsageError
+
+log = logging.getLogger(__name__)
+
+FAILED_STATUSES = {"failed", "skipped", "error"}
+IN_MEMORY_LIMIT_BYTES = 6 * 1024**3  # above this, clips are decoded on demand with an LRU cache
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    """One prepared clip as listed in manifest.jsonl."""
+
+    clip_id: str
+    folder: Path
+    split: str
+    subject: str
+    n_frames: int
+
+
+def read_manifest(data_dir: Path) -> list[ClipEntry]:
+    """Usable clips of a prepared folder (failed ones and ones with missing files are left out, with a warning)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise InputError(f"data folder not found: {data_dir}")
+    manifest = data_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        raise InputError(f"{data_dir} has no manifest.jsonl: run `facenhance prepare VIDEOS -o {data_dir}` first")
+    entries = []
+    for line_no, line in enumerate(manifest.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(f"{manifest}:{line_no} is not valid JSON") from None
+        if row.get("status") in FAILED_STATUSES:
+            continue
+        folder = data_dir / row["clip_id"]
+        missing = [name for name in ("high.mkv", "low.mkv", "identity.png") if not (folder / name).is_file()]
+        if missing:
+            log.warning("skipping clip %s: missing %s", row["clip_id"], ", ".join(missing))
+            continue
+        entries.append(
+            ClipEntry(
+                clip_id=row["clip_id"],
+                folder=folder,
+                split=row.get("split", "train"),
+                subject=str(row.get("subject", row["clip_id"])),
+                n_frames=int(row.get("n_frames", 0)),
+            )
+        )
+    if not entries:
+        raise InputError(f"no usable prepared clips in {data_dir}")
+    return entries
+
+
+@dataclass
+class Clip:
+    """Decoded clip arrays, uint8 RGB: high (F,S,S,3), low (F,L,L,3), identity (S,S,3)."""
+
+    high: np.ndarray
+    low: np.ndarray
+    identity: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.high.nbytes + self.low.nbytes + self.identity.nbytes
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    if images.shape[-2] == size and images.shape[-3] == size:
+        return images
+    flat = images.reshape(-1, *images.shape[-3:])
+    out = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in flat])
+    return out.reshape(*images.shape[:-3], size, size, 3)
+
+
+def load_clip(entry: ClipEntry, image_size: int, low_size: int) -> Clip:
+    """Decode a prepared clip; frames are resized when the model's sizes differ from the data's."""
+    from facenhance_cli.video import read_image, read_video
+
+    high, _ = read_video(entry.folder / "high.mkv")
+    low, _ = read_video(entry.folder / "low.mkv")
+    identity = read_image(entry.folder / "identity.png")
+    n = min(len(high), len(low))
+    if n == 0:
+        raise InputError(f"clip {entry.clip_id} has no frames")
+    return Clip(_resize(high[:n], image_size), _resize(low[:n], low_size), _resize(identity, image_size))
+
+
+class FrameDataset:
+    """All (clip, frame) pairs of some clips; clips are held in memory when small, else decoded on demand."""
+
+    def __init__(
+        self,
+        entries: Sequence[ClipEntry],
+        image_size: int,
+        low_size: int,
+        in_memory: bool | None = None,
+        cache_clips: int = 16,
+    ) -> None:
+        self.entries = list(entries)
+        self.image_size = image_size
+        self.low_size = low_size
+        est = sum(max(e.n_frames, 1) * (image_size**2 + low_size**2) * 3 for e in self.entries)
+        self.in_memory = est <= IN_MEMORY_LIMIT_BYTES if in_memory is None else in_memory
+        self._cache: OrderedDict[int, Clip] = OrderedDict()
+        self._cache_size = cache_clips
+        self.index: list[tuple[int, int]] = []  # (clip index, frame index)
+        kept_entries = []
+        for entry in self.entries:
+            try:
+                clip = self._load(len(kept_entries), entry)
+            except InputError as exc:
+                log.warning("skipping unreadable clip %s: %s", entry.clip_id, exc)
+                continue
+            ci = len(kept_entries)
+            kept_entries.append(entry)
+            self.index.extend((ci, n) for n in range(len(clip.high)))
+            if not self.in_memory:
+                self._cache.clear()
+        self.entries = kept_entries
+        if not self.index:
+            raise InputError("no readable clips left")
+
+    def _load(self, ci: int, entry: ClipEntry) -> Clip:
+        clip = load_clip(entry, self.image_size, self.low_size)
+        self._cache[ci] = clip
+        return clip
+
+    def clip(self, ci: int) -> Clip:
+        """Arrays of clip `ci` (from memory or decoded, LRU-cached)."""
+        if ci in self._cache:
+            self._cache.move_to_end(ci)
+            return self._cache[ci]
+        clip = self._load(ci, self.entries[ci])
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return clip
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sample(self, position: int, flip: bool) -> dict[str, np.ndarray]:
+        """uint8 arrays low (L,L,3), identity, high, prev (S,S,3); prev of frame 0 is the identity image."""
+        ci, n = self.index[position]
+        clip = self.clip(ci)
+        sample = {
+            "low": clip.low[n],
+            "identity": clip.identity,
+            "high": clip.high[n],
+            "prev": clip.high[n - 1] if n > 0 else clip.identity,
+        }
+        if flip:  # one flip for every image of the sample keeps them consistent
+            sample = {k: v[:, ::-1] for k, v in sample.items()}
+        return sample
+
+
+def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 (H,W,3) images -> float32 (B,3,H,W) in [-1, 1]."""
+    batch = np.stack([np.ascontiguousarray(im) for im in images])
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float (B,3,H,W) in [-1, 1] -> uint8 (B,H,W,3)."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one epoch: a permutation that depends only on (seed, epoch), so resumes replay it."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batch_positions(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Dataset positions of the global batch at `step`: consecutive slices of the epoch permutations."""
+    if batch_size > n:
+        raise UsageError(f"batch size {batch_size} is larger than the {n} training frames")
+    start = step * batch_size
+    positions = []
+    for k in range(start, start + batch_size):
+        epoch, offset = divmod(k, n)
+        positions.append(int(epoch_order(n, seed, epoch)[offset]))
+    return positions

@@ -1,0 +1,58 @@
+"""Synthetic test data in `prepare`'s layout, so train/enhance/eval tests need no face detector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facenhance_cli.video import write_image, write_video
+
+
+def synthetic_clip(n_frames: int, size: int = 192, low_size: int = 64, seed: int = 0):
+    """A 'face' (ellipse) whose 'mouth' opens over time on a textured background: high, low, identity."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    background = rng.integers(40, 200, (size, size, 3), dtype=np.uint8)
+    background = cv2.GaussianBlur(background, (0, 0), 6)
+    skin = tuple(int(c) for c in rng.integers(120, 230, 3))
+    highs, lows = [], []
+    for n in range(n_frames + 1):
+        frame = background.copy()
+        c = size // 2
+        cv2.ellipse(frame, (c, c), (size // 4, size // 3), 0, 0, 360, skin, -1)
+        opening = 1 + int(round(size / 16 * (n / max(n_frames, 1))))
+        cv2.ellipse(frame, (c, c + size // 6), (size // 10, opening), 0, 0, 360, (60, 20, 20), -1)
+        for dx in (-size // 10, size // 10):
+            cv2.circle(frame, (c + dx, c - size // 12), max(2, size // 40), (30, 30, 30), -1)
+        if n == 0:
+            identity = frame
+            continue
+        highs.append(frame)
+        low = cv2.resize(frame, (low_size, low_size), interpolation=cv2.INTER_AREA)
+        mask = np.zeros((low_size, low_size), np.uint8)
+        cv2.ellipse(mask, (low_size // 2, low_size // 2), (low_size // 4, low_size // 3), 0, 0, 360, 1, -1)
+        lows.append(low * mask[..., None])
+    return np.stack(highs), np.stack(lows), identity
+
+
+def make_prepared_dataset(root: Path, n_train: int = 2, n_test: int = 1, n_frames: int = 4, size: int = 192) -> Path:
+    """Write clips in `prepare`'s output layout (manifest.jsonl, CLIP/{high,low}.mkv, identity.png, meta.json)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n_train + n_test):
+        clip_id = f"s{i:02d}_clip"
+        split = "train" if i < n_train else "test"
+        high, low, identity = synthetic_clip(n_frames, size=size, seed=i)
+        folder = root / clip_id
+        folder.mkdir(exist_ok=True)
+        write_video(folder / "high.mkv", high, 25, lossless=True)
+        write_video(folder / "low.mkv", low, 25, lossless=True)
+        write_image(folder / "identity.png", identity)
+        (folder / "meta.json").write_text(json.dumps({"clip_id": clip_id, "fps": 25}))
+        lines.append(json.dumps({"clip_id": clip_id, "subject": f"s{i:02d}", "split": split,
+                                 "n_frames": n_frames, "status": "ok"}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root

@@ -1,0 +1,160 @@
+"""`facenhance train`: learning, resume equivalence, DDP, files it writes, error paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import make_prepared_dataset
+from typer.testing import CliRunner
+
+from facenhance_cli.cli import app
+from facenhance_cli.config import load_preset
+from facenhance_cli.training import TrainOptions, Trainer, train
+
+SMALL_SET = ["--preset", "tiny", "--set", "unet.image_size=32"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_prepared_dataset(tmp_path_factory.mktemp("prepared"), n_train=2, n_test=1, n_frames=4)
+
+
+def tiny_config(**overrides):
+    return load_preset("tiny").replace(**{"unet.image_size": 32, "training.log_every": 5, **overrides})
+
+
+def run_cli(*args):
+    return CliRunner().invoke(app, list(map(str, args)))
+
+
+def test_loss_goes_down(data_dir, tmp_path):
+    config = tiny_config(**{"training.max_steps": 150, "training.validate_every": 1000, "training.sample_every": 1000,
+                            "training.checkpoint_every": 1000})
+    train(TrainOptions(data_dir, tmp_path / "run", config))
+    losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < 0.6 * first, (first, last)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(data_dir, tmp_path):
+    full = tiny_config(**{"training.max_steps": 12, "training.checkpoint_every": 4})
+    train(TrainOptions(data_dir, tmp_path / "full", full))
+    half = tiny_config(**{"training.max_steps": 6, "training.checkpoint_every": 4})
+    train(TrainOptions(data_dir, tmp_path / "split", half))
+    result = run_cli("train", data_dir, "-o", tmp_path / "split", "--max-steps", 12, "--quiet")  # resume, no preset
+    assert result.exit_code == 0, result.output
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert a["training"]["step"] == b["training"]["step"] == 12
+    for key in a["ema"]:
+        torch.testing.assert_close(a["ema"][key], b["ema"][key], rtol=0, atol=0)
+        torch.testing.assert_close(a["training"]["model"][key], b["training"]["model"][key], rtol=0, atol=0)
+    # The optimiser state came back too (Adam moments).
+    state_a = a["training"]["optimizer"]["state"][0]["exp_avg_sq"]
+    torch.testing.assert_close(state_a, b["training"]["optimizer"]["state"][0]["exp_avg_sq"], rtol=0, atol=0)
+    # The log holds each step once.
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "split" / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps == sorted(set(steps))
+
+
+def test_run_folder_contents_and_checkpoint_format(data_dir, tmp_path):
+    result = run_cli("train", data_dir, "-o", tmp_path / "run", *SMALL_SET, "--max-steps", 10,
+                     "--set", "training.sample_every=5", "--quiet")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    for name in ("last.pt", "best.pt", "final.pt", "log.jsonl", "config.toml", "loss.png"):
+        assert (run / name).is_file(), name
+    samples = sorted((run / "samples").glob("*.png"))
+    assert [p.name for p in samples] == ["step_0000005.png", "step_0000010.png"]
+    from facenhance_cli.video import read_image
+
+    grid = read_image(samples[-1])
+    assert grid.shape == (4 * 32, 4 * 32, 3)  # 4 frames x (identity | low | generated | truth)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"step", "loss", "lr", "grad_norm", "steps_per_s"} <= set(records[0])
+    assert any("val_loss" in r for r in records)
+    final = torch.load(run / "final.pt", weights_only=True)
+    assert "training" not in final and final["meta"]["step"] == 10
+    assert "image_size = 32" in (run / "config.toml").read_text()
+    from facenhance_cli.checkpoint import load_for_inference
+
+    assert load_for_inference(run / "final.pt").config.unet.image_size == 32
+
+
+def test_resume_with_another_config_is_refused(data_dir, tmp_path):
+    assert run_cli("train", data_dir, "-o", tmp_path / "run", *SMALL_SET, "--max-steps", 2, "--quiet").exit_code == 0
+    result = run_cli("train", data_dir, "-o", tmp_path / "run", *SMALL_SET, "--set", "unet.base_channels=16",
+                     "--max-steps", 4, "--quiet")
+    assert result.exit_code == 2
+    assert "another config" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["missing_dir"], "not found"),
+        (["EMPTY"], "manifest.jsonl"),
+        (["DATA", "--set", "unet.nope=1"], "unknown config key"),
+        (["DATA", "--batch-size", "1000"], "larger than"),
+        (["DATA", "--resume"], "no checkpoint"),
+        (["DATA", "--precision", "bf16", "--device", "cpu"], "CUDA"),
+    ],
+)
+def test_error_paths(data_dir, tmp_path, args, message):
+    (tmp_path / "EMPTY").mkdir()
+    args = [str(data_dir) if a == "DATA" else str(tmp_path / "EMPTY") if a == "EMPTY" else a for a in args]
+    result = run_cli("train", *args, "-o", tmp_path / "run", *SMALL_SET, "--max-steps", 1, "--quiet")
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_no_train_split_is_an_error(tmp_path):
+    data = make_prepared_dataset(tmp_path / "d", n_train=0, n_test=1, n_frames=2)
+    result = run_cli("train", data, "-o", tmp_path / "run", *SMALL_SET, "--quiet")
+    assert result.exit_code == 1 and "train split" in result.output
+
+
+def test_ctrl_c_saves_a_checkpoint(data_dir, tmp_path, monkeypatch):
+    trainer = Trainer(TrainOptions(data_dir, tmp_path / "run", tiny_config(**{"training.max_steps": 50})))
+    original = trainer.train_step
+
+    def interrupted():
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+        return original()
+
+    trainer.train_step = interrupted
+    from facenhance_cli.training import TrainingInterrupted
+
+    with pytest.raises(TrainingInterrupted, match="step 3"):
+        trainer.run()
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["training"]["step"] == 3
+    assert not list((tmp_path / "run").glob(".*tmp*"))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(data_dir, tmp_path):
+    """torchrun with 2 gloo processes and batch 2 each = one process with batch 4, step for step."""
+    common = ["train", str(data_dir), *SMALL_SET, "--max-steps", "3", "--quiet", "--device", "cpu",
+              "--set", "training.validate_every=100", "--set", "training.sample_every=100"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "facenhance_cli", *common, "-o", str(tmp_path / "ddp")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    single = run_cli(*common, "-o", tmp_path / "single")
+    assert single.exit_code == 0, single.output
+    a = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "single" / "last.pt", weights_only=True)
+    assert a["meta"]["world_size"] == 2 and b["meta"]["world_size"] == 1
+    for key in a["training"]["model"]:
+        torch.testing.assert_close(a["training"]["model"][key], b["training"]["model"][key], rtol=1e-4, atol=1e-5)

@@ -81,6 +81,23 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         container.close()
 
 
+def count_frames(path: str | os.PathLike[str]) -> int:
+    """Exact frame count of a video (demuxes packets, no decoding) or of a frame folder."""
+    path = Path(path)
+    if path.is_dir():
+        return len(_frame_files(path))
+    import av
+
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        return sum(1 for packet in container.demux(stream) if packet.size)
+    except av.error.FFmpegError:
+        return 0
+    finally:
+        container.close()
+
+
 def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
     # Display-matrix rotation is counter-clockwise in degrees; np.rot90 k counts counter-clockwise turns.
     k = (round(degrees / 90)) % 4
@@ -128,6 +145,34 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
             break
         frames.append(frame)
     return np.stack(frames), info.fps
+
+
+def read_frames_at(path: str | os.PathLike[str], indices: list[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Only the frames at `indices` (uint8 RGB (H, W, 3)) and how many frames were decoded to reach them.
+
+    Decoding stops after the last index; a frame folder reads only the files asked for. Indices past a
+    truncated end are absent from the dict (the count says where decoding stopped).
+    """
+    path = Path(path)
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted:
+        return {}, 0
+    if path.is_dir():
+        files = _frame_files(path)
+        if not files:
+            raise InputError(f"no image frames in folder {path}")
+        return {i: read_image(files[i]) for i in wanted if 0 <= i < len(files)}, len(files)
+    out: dict[int, np.ndarray] = {}
+    last = wanted[-1]
+    keep = set(wanted)
+    n = 0
+    for i, frame in enumerate(iter_frames(path)):
+        n = i + 1
+        if i in keep:
+            out[i] = frame
+        if i >= last:
+            break
+    return out, n
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

@@ -1,14 +1,148 @@
-"""`facenhance enhance` (placeholder until its issue lands)."""
+"""`facenhance enhance`: the main job."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from facenhance_cli.cli.common import handle_errors, is_terminal
 
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
+    app.command("enhance")(enhance)
 
-    @app.command("enhance")
-    def command() -> None:
-        """Not implemented yet."""
-        raise typer.Exit(1)
+
+@handle_errors
+def enhance(
+    low: list[Path] = typer.Argument(None, help="Low-res videos (64x64 face on black; any size is resized) or frame folders."),
+    identity: Path | None = typer.Option(None, "--identity", "-i", help="Neutral identity image (any photo; aligned to 192x192 unless it already is)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output video (one input) or folder (many inputs)."),
+    pairs: Path | None = typer.Option(None, "--pairs", help="CSV with columns low, identity[, output]: one identity per video."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name or checkpoint path or run folder (default: the shipped model)."),
+    models_dir: Path | None = typer.Option(None, "--models-dir", help="Extra folder searched first for --model names (also FACENHANCE_MODELS)."),
+    sampler: str | None = typer.Option(None, "--sampler", help="ddim | ddpm (default: the model's recommendation)."),
+    steps: int | None = typer.Option(None, "--steps", help="DDIM steps (default: the model's). --steps 1000 --eta 0 is the paper's own sampler."),
+    eta: float | None = typer.Option(None, "--eta", help="DDIM eta: 0 deterministic, 1 ancestral-like."),
+    seed: int = typer.Option(0, "--seed", help="Seed; each video's result is the same whatever the batch."),
+    batch_videos: int | None = typer.Option(None, "--batch-videos", "-b", help="Videos advanced together per network call (default: from device memory)."),
+    shard: str | None = typer.Option(None, "--shard", help="K/N: take every N-th input starting at K (cluster array jobs; automatic under torchrun)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (the last two on CUDA)."),
+    lossless: bool = typer.Option(False, "--lossless", help="Write FFV1 .mkv (bit-exact; what metrics should read) instead of H.264 .mp4."),
+    save_frames: bool = typer.Option(False, "--save-frames", help="Also write every frame as PNG in OUTPUT_frames/."),
+    compare: bool = typer.Option(False, "--compare", help="Also write OUTPUT_compare: low upscaled | enhanced | identity."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them, so reruns resume)."),
+    prepare_input: bool = typer.Option(False, "--prepare-input", help="Input is a real video: align the face on black with prepare's pipeline first."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the summary line."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print notes and per-video results even when not a terminal."),
+) -> None:
+    """Enhance low-res facial-expression videos to 192x192 with the identity image's background, hair and clothes.
+
+    Frame count and fps are kept; audio is passed through. Outputs are written to a temporary file and
+    renamed, so an interrupted batch resumes by rerunning the same command (existing outputs are skipped).
+    """
+    from facenhance_cli.checkpoint import load_for_inference
+    from facenhance_cli.cli.common import resolve_device
+    from facenhance_cli.enhance import (
+        EnhanceOptions,
+        default_batch_videos,
+        enhance_videos,
+        parse_shard,
+        plan_jobs,
+        take_shard,
+    )
+    from facenhance_cli.errors import FacenhanceError, UsageError
+    from facenhance_cli.weights import find_model
+
+    if precision not in {"fp32", "bf16", "fp16"}:
+        raise UsageError(f"unknown --precision {precision!r}: fp32, bf16 or fp16")
+    if sampler not in (None, "ddim", "ddpm"):
+        raise UsageError(f"unknown --sampler {sampler!r}: ddim or ddpm")
+    if batch_videos is not None and batch_videos < 1:
+        raise UsageError("--batch-videos must be at least 1")
+    jobs = plan_jobs(list(low or []), identity, output, pairs, lossless)
+    k, n = parse_shard(shard)
+    jobs = take_shard(jobs, k, n)
+    device_name = resolve_device(device)
+    loaded = load_for_inference(find_model(model, models_dir), device_name)
+    if batch_videos is None:
+        from facenhance_cli.costs import measure_cost
+
+        batch_videos = default_batch_videos(device_name, measure_cost(loaded.config).gflop_per_call)
+    options = EnhanceOptions(
+        sampler=sampler, steps=steps, eta=eta, seed=seed, batch_videos=batch_videos, device=device_name,
+        precision=precision, lossless=lossless, save_frames=save_frames, compare=compare, overwrite=overwrite,
+        prepare_input=prepare_input,
+    )
+    show_progress = is_terminal() and not quiet
+    results, notes = _run(jobs, loaded, options, show_progress)
+    done = [r for r in results if r.status == "done"]
+    skipped = [r for r in results if r.status == "skipped"]
+    failed = [r for r in results if r.status == "failed"]
+    talk = (verbose or is_terminal()) and not quiet
+    if talk:
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
+    for r in failed:
+        typer.echo(f"error: {r.job.low}: {r.message}", err=True)
+    if talk:
+        for r in skipped:
+            typer.echo(f"skipped: {r.job.output} exists (use --overwrite)", err=True)
+    frames = sum(r.frames for r in done)
+    seconds = sum(r.seconds for r in done)
+    if len(jobs) == 1 and done and not quiet:
+        typer.echo(f"wrote {done[0].job.output} ({frames} frames, {seconds:.1f} s)", err=True)
+    elif not quiet or (failed and len(jobs) > 1):
+        typer.echo(
+            f"{len(done)} enhanced, {len(skipped)} skipped, {len(failed)} failed "
+            f"({frames} frames in {seconds:.1f} s) -> {output}",
+            err=True,
+        )
+    if failed:
+        if len(jobs) == 1:
+            raise typer.Exit(1)
+        raise FacenhanceError(f"{len(failed)} of {len(jobs)} videos failed")
+
+
+def _run(jobs, loaded, options, show_progress: bool):
+    from facenhance_cli.enhance import Reporter, enhance_videos
+
+    reporter = Reporter()
+    if not show_progress:
+        return enhance_videos(jobs, loaded, options, reporter), reporter.notes
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description:>10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        transient=False,
+    ) as progress:
+        videos = progress.add_task("videos", total=len(jobs), info="")
+        frames = progress.add_task("frames", total=0, info="")
+        steps = progress.add_task("denoise", total=1, info="")
+        import time
+
+        start = time.perf_counter()
+        done_frames = [0]
+
+        def on_job_start(job, n_frames):
+            progress.update(frames, total=(progress.tasks[frames].total or 0) + n_frames)
+
+        def on_step(i, n):
+            progress.update(steps, completed=i, total=n)
+
+        def on_frame(batch_jobs, count):
+            done_frames[0] += count
+            rate = done_frames[0] / (time.perf_counter() - start)
+            progress.update(frames, advance=count, info=f"{rate:.2f} frames/s  {batch_jobs[0].low.name}")
+
+        def on_job_end(result):
+            progress.advance(videos)
+
+        reporter = Reporter(on_job_start, on_frame, on_step, on_job_end)
+        return enhance_videos(jobs, loaded, options, reporter), reporter.notes

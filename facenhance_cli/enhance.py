@@ -1,0 +1,406 @@
+"""`facenhance enhance`: low-res face videos + identity images -> 192x192 videos (Algorithm 3), in batches.
+
+Videos advance together: frame n of up to B videos goes through one network call per denoising step.
+Frames are streamed in and out (only the previous generated frame is kept per video), outputs are
+written to temporary files and renamed, and a failing video is reported while the others go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facenhance_cli.errors import FacenhanceError, InputError, UsageError
+
+VIDEO_OUT_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm"}
+
+
+@dataclass(frozen=True)
+class EnhanceJob:
+    """One video to enhance: low-res input, identity image, output path."""
+
+    low: Path
+    identity: Path
+    output: Path
+
+
+@dataclass
+class EnhanceOptions:
+    """Sampling and output settings shared by every job of a run."""
+
+    sampler: str | None = None  # None: the checkpoint's recommended sampler
+    steps: int | None = None  # None: the checkpoint's recommended steps
+    eta: float | None = None
+    seed: int = 0
+    batch_videos: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"
+    lossless: bool = False
+    save_frames: bool = False
+    compare: bool = False
+    overwrite: bool = False
+    prepare_input: bool = False
+
+
+@dataclass
+class JobResult:
+    """What happened to one job."""
+
+    job: EnhanceJob
+    status: str  # done | skipped | failed
+    frames: int = 0
+    seconds: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class Reporter:
+    """Progress hooks; the CLI turns them into rich bars. All optional."""
+
+    on_job_start: Callable[[EnhanceJob, int], None] | None = None  # (job, n_frames or 0)
+    on_frame: Callable[[list[EnhanceJob], int], None] | None = None  # after each frame step of a batch
+    on_step: Callable[[int, int], None] | None = None  # denoising step i of n of the current frame
+    on_job_end: Callable[[JobResult], None] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# -- planning --------------------------------------------------------------------------------------------
+
+
+def output_suffix(lossless: bool) -> str:
+    """.mkv (FFV1) for lossless output, else .mp4 (H.264)."""
+    return ".mkv" if lossless else ".mp4"
+
+
+def plan_jobs(
+    lows: list[Path], identity: Path | None, output: Path, pairs_csv: Path | None, lossless: bool
+) -> list[EnhanceJob]:
+    """Jobs from the command line: one input and a video-file output, or many inputs into a folder, or a CSV."""
+    suffix = output_suffix(lossless)
+    if pairs_csv is not None:
+        if lows:
+            raise UsageError("give LOW videos or --pairs, not both")
+        return read_pairs(pairs_csv, output, suffix)
+    if not lows:
+        raise UsageError("no input videos given (LOW... or --pairs FILE.csv)")
+    if identity is None:
+        raise UsageError("--identity IMG is required (or --pairs FILE.csv with an identity column)")
+    single_file = len(lows) == 1 and output.suffix.lower() in VIDEO_OUT_SUFFIXES and not output.is_dir()
+    if single_file:
+        return [EnhanceJob(lows[0], identity, output)]
+    if output.suffix.lower() in VIDEO_OUT_SUFFIXES and not output.is_dir():
+        raise UsageError(f"{len(lows)} inputs need an output folder, not the file name {output}")
+    jobs = [EnhanceJob(low, identity, output / f"{low.stem if low.is_file() else low.name}{suffix}") for low in lows]
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.output in seen:
+            raise UsageError(f"{seen[job.output]} and {job.low} would both write {job.output}: use --pairs")
+        seen[job.output] = job.low
+    return jobs
+
+
+def read_pairs(path: Path, output_dir: Path, suffix: str) -> list[EnhanceJob]:
+    """--pairs CSV with columns low, identity, output (output optional; relative paths from the CSV's folder)."""
+    if not path.is_file():
+        raise UsageError(f"--pairs file not found: {path}")
+    base = path.parent
+    jobs = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"low", "identity"} - set(reader.fieldnames or [])
+        if missing:
+            raise UsageError(f"{path} needs the columns low, identity (and optionally output); missing {sorted(missing)}")
+        for row in reader:
+            low = base / row["low"]
+            out = row.get("output") or ""
+            output = (base / out) if out else output_dir / f"{Path(row['low']).stem}{suffix}"
+            jobs.append(EnhanceJob(low, base / row["identity"], output))
+    if not jobs:
+        raise UsageError(f"{path} lists no videos")
+    return jobs
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """`K/N` -> (K, N); None -> this torchrun rank or (0, 1)."""
+    if shard is None:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        k, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard expects K/N, e.g. 0/4, got {shard!r}") from None
+    if not 0 <= k < n:
+        raise UsageError(f"--shard {shard}: K must be in 0..N-1")
+    return k, n
+
+
+def take_shard(jobs: list[EnhanceJob], k: int, n: int) -> list[EnhanceJob]:
+    """Every n-th job starting at k: shards split a batch with no coordination."""
+    return jobs[k::n]
+
+
+# -- inputs ----------------------------------------------------------------------------------------------
+
+
+def load_identity(path: Path, size: int) -> tuple[np.ndarray, str | None]:
+    """The identity image at size x size: used as is when already that size, else aligned like prepare does."""
+    from facenhance_cli.video import read_image
+
+    image = read_image(path)
+    if image.shape[0] == size and image.shape[1] == size:
+        return image, None
+    from facenhance_cli.faces import align_identity
+
+    aligned = align_identity(image, size=size)
+    return aligned, f"{path.name}: {image.shape[1]}x{image.shape[0]} photo aligned to {size}x{size}"
+
+
+def low_frame_stream(path: Path, low_size: int, prepare_input: bool) -> tuple[Iterator[np.ndarray], str | None]:
+    """Low frames at low_size x low_size: resized when needed, or run through prepare's alignment first."""
+    import cv2
+
+    from facenhance_cli.video import iter_frames, probe_video
+
+    info = probe_video(path)
+    if prepare_input:
+        return iter(prepared_low_frames(path, low_size)), f"{path.name}: faces aligned with prepare's low pipeline"
+    note = None
+    if (info.width, info.height) != (low_size, low_size):
+        note = f"{path.name}: {info.width}x{info.height} frames resized to {low_size}x{low_size}"
+
+    def frames() -> Iterator[np.ndarray]:
+        for frame in iter_frames(path):
+            if frame.shape[:2] != (low_size, low_size):
+                frame = cv2.resize(frame, (low_size, low_size), interpolation=cv2.INTER_AREA)
+            yield frame
+
+    return frames(), note
+
+
+def prepared_low_frames(path: Path, low_size: int) -> list[np.ndarray]:
+    """A real (not black-background) video -> OpenFace-style aligned faces on black, as `prepare` makes them."""
+    from facenhance_cli import faces
+    from facenhance_cli.video import iter_frames
+
+    detector = faces.default_detector()
+    template = faces.alignment_template()
+    frames = list(iter_frames(path))
+    landmarks = np.full((len(frames), 68, 2), np.nan)
+    for i, frame in enumerate(frames):
+        found = detector.detect_landmarks(frame)
+        if found is not None:
+            landmarks[i] = found
+    landmarks = faces.gaussian_smooth(faces.interpolate_missing(landmarks), sigma=1.0)
+    return [faces.align_face(f, lm, template, low_size).image for f, lm in zip(frames, landmarks, strict=True)]
+
+
+def to_model(images: list[np.ndarray], device: str) -> torch.Tensor:
+    """uint8 (H,W,3) images -> (B,3,H,W) float32 in [-1, 1] on `device`."""
+    from facenhance_cli.data import to_tensor
+
+    return to_tensor(images).to(device)
+
+
+# -- the batched loop ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Active:
+    job: EnhanceJob
+    frames: Iterator[np.ndarray]
+    writers: list[Any]
+    identity_uint8: np.ndarray
+    identity: torch.Tensor  # (1, 3, S, S)
+    prev: torch.Tensor  # (1, 3, S, S): the identity image for frame 0, then generated frame n-1
+    frames_dir: Path | None
+    n: int = 0
+    started: float = 0.0
+    next_low: np.ndarray | None = None
+
+
+def default_batch_videos(device: str, gflop_per_call: float) -> int:
+    """Videos per network call: 2 on CPU (little to gain beyond), from free memory on CUDA (max 32)."""
+    if not device.startswith("cuda"):
+        return 2
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    per_video = 0.35e9 * max(gflop_per_call / 195.0, 0.05)  # ~0.35 GB of activations per video at the paper's size
+    return int(max(1, min(32, free * 0.6 // per_video)))
+
+
+def enhance_videos(
+    jobs: list[EnhanceJob],
+    model: Any,
+    options: EnhanceOptions,
+    reporter: Reporter | None = None,
+) -> list[JobResult]:
+    """Run Algorithm 3 over many videos, B at a time; returns one result per job (done, skipped or failed)."""
+    import time
+
+    from facenhance_cli.diffusion.denoiser import make_denoiser
+    from facenhance_cli.diffusion.recurrent import PrevNoise, generate_frame
+    from facenhance_cli.diffusion.samplers import get_sampler
+    from facenhance_cli.diffusion.schedule import make_schedule
+    from facenhance_cli.video import VideoWriter, probe_video
+
+    reporter = reporter or Reporter()
+    config = model.config
+    size, low_size = config.unet.image_size, config.encoder.low_size
+    schedule = make_schedule(config.diffusion)
+    sampler_name = options.sampler or config.sampling.sampler
+    sampler = get_sampler(sampler_name)
+    sampler_options: dict[str, Any] = {}
+    if sampler_name == "ddim":
+        sampler_options["steps"] = options.steps or config.sampling.steps
+        sampler_options["eta"] = config.sampling.eta if options.eta is None else options.eta
+        if not 1 <= sampler_options["steps"] <= schedule.num_timesteps:
+            raise UsageError(f"--steps must be in 1..{schedule.num_timesteps}")
+    elif options.steps not in (None, schedule.num_timesteps):
+        raise UsageError(f"--sampler ddpm always runs all {schedule.num_timesteps} steps; use ddim for fewer")
+    autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
+    if autocast is not None and not options.device.startswith("cuda"):
+        raise UsageError(f"--precision {options.precision} needs a CUDA device")
+    denoiser = make_denoiser(model.network, schedule, config.diffusion.prediction, config.diffusion.clip_x0, autocast)
+    prev_noise = PrevNoise(config.conditioning.prev_noise_std, config.conditioning.prev_noise_per_step)
+
+    results: list[JobResult] = []
+    pending = list(jobs)
+    active: list[_Active] = []
+    identity_cache: dict[Path, tuple[np.ndarray, str | None]] = {}
+
+    def finish(state: _Active, error: BaseException | None) -> None:
+        for writer in reversed(state.writers):
+            if error is None:
+                writer.__exit__(None, None, None)
+            else:
+                try:
+                    writer.__exit__(type(error), error, error.__traceback__)
+                except BaseException:
+                    pass
+        seconds = time.perf_counter() - state.started
+        if error is None:
+            result = JobResult(state.job, "done", state.n, seconds)
+        else:
+            result = JobResult(state.job, "failed", state.n, seconds, _one_line(error))
+        results.append(result)
+        if reporter.on_job_end:
+            reporter.on_job_end(result)
+
+    def start(job: EnhanceJob) -> _Active | None:
+        if job.output.exists() and not options.overwrite:
+            result = JobResult(job, "skipped", message="output exists (use --overwrite)")
+            results.append(result)
+            if reporter.on_job_end:
+                reporter.on_job_end(result)
+            return None
+        writers: list[Any] = []
+        try:
+            if job.identity not in identity_cache:
+                identity_cache[job.identity] = load_identity(job.identity, size)
+            identity_uint8, note = identity_cache[job.identity]
+            if note and note not in reporter.notes:
+                reporter.notes.append(note)
+            info = probe_video(job.low)
+            frames, note = low_frame_stream(job.low, low_size, options.prepare_input)
+            if note:
+                reporter.notes.append(note)
+            first = next(frames, None)
+            if first is None:
+                raise InputError(f"{job.low}: no frames")
+            writer = VideoWriter(job.output, info.fps, lossless=options.lossless,
+                                 audio_from=job.low if info.has_audio else None)
+            writers.append(writer.__enter__())
+            if options.compare:
+                compare = VideoWriter(job.output.with_name(f"{job.output.stem}_compare{job.output.suffix}"),
+                                      info.fps, lossless=options.lossless)
+                writers.append(compare.__enter__())
+            frames_dir = job.output.with_name(f"{job.output.stem}_frames") if options.save_frames else None
+            identity = to_model([identity_uint8], options.device)
+            state = _Active(job, frames, writers, identity_uint8, identity, identity, frames_dir,
+                            started=time.perf_counter(), next_low=first)
+            if reporter.on_job_start:
+                reporter.on_job_start(job, info.n_frames)
+            return state
+        except (FacenhanceError, OSError) as exc:
+            for writer in writers:
+                writer.__exit__(type(exc), exc, exc.__traceback__)
+            result = JobResult(job, "failed", message=_one_line(exc))
+            results.append(result)
+            if reporter.on_job_end:
+                reporter.on_job_end(result)
+            return None
+
+    try:
+        while pending or active:
+            while pending and len(active) < options.batch_videos:
+                state = start(pending.pop(0))
+                if state is not None:
+                    active.append(state)
+            if not active:
+                continue
+            lows = [s.next_low for s in active]
+            frame = generate_frame(
+                denoiser,
+                sampler,
+                schedule,
+                to_model(lows, options.device),  # (B, 3, 64, 64)
+                torch.cat([s.prev for s in active]),  # (B, 3, S, S)
+                torch.cat([s.identity for s in active]),
+                seeds=[options.seed] * len(active),
+                frame_indices=[s.n for s in active],
+                prev_noise=prev_noise,
+                sampler_options=sampler_options,
+                on_step=reporter.on_step,
+            )  # (B, 3, S, S)
+            from facenhance_cli.data import to_uint8
+
+            out_uint8 = to_uint8(frame)
+            still_active = []
+            for i, state in enumerate(active):
+                try:
+                    _write_outputs(state, out_uint8[i], lows[i], size)
+                    state.prev = frame[i : i + 1]
+                    state.n += 1
+                    state.next_low = next(state.frames, None)
+                except (FacenhanceError, OSError) as exc:
+                    finish(state, exc)
+                    continue
+                if state.next_low is None:
+                    finish(state, None)
+                else:
+                    still_active.append(state)
+            if reporter.on_frame:
+                reporter.on_frame([s.job for s in active], len(active))
+            active = still_active
+    except BaseException as exc:  # Ctrl-C or a crash: no partial outputs left behind
+        for state in active:
+            for writer in reversed(state.writers):
+                try:
+                    writer.__exit__(type(exc), exc, exc.__traceback__)
+                except BaseException:
+                    pass
+        raise
+    return results
+
+
+def _write_outputs(state: _Active, frame: np.ndarray, low: np.ndarray, size: int) -> None:
+    import cv2
+
+    from facenhance_cli.video import write_image
+
+    state.writers[0].write(frame)
+    if len(state.writers) > 1:
+        low_up = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
+        state.writers[1].write(np.concatenate([low_up, frame, state.identity_uint8], axis=1))
+    if state.frames_dir is not None:
+        write_image(state.frames_dir / f"frame_{state.n:05d}.png", frame)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -48,7 +48,8 @@ def _open(path: Path):
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read video {path}: {exc}") from None
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(f"cannot read video {path}: {reason}") from None
     if not container.streams.video:
         container.close()
         raise InputError(f"no video stream in {path}")
@@ -236,6 +237,8 @@ class VideoWriter:
         self._tmp: Path | None = None
         self._container = None
         self._stream = None
+        self._audio_source = None
+        self._audio_out = None
         self.n_frames = 0
 
     def __enter__(self) -> VideoWriter:
@@ -256,6 +259,8 @@ class VideoWriter:
         stream.width = width
         stream.height = height
         self._stream = stream
+        if self.audio_from is not None:
+            self._add_audio_stream()
 
     def write(self, frame: np.ndarray) -> None:
         """Append one uint8 RGB (H, W, 3) frame."""
@@ -268,28 +273,37 @@ class VideoWriter:
             self._container.mux(packet)
         self.n_frames += 1
 
-    def _copy_audio(self) -> None:
+    def _add_audio_stream(self) -> None:
+        """Declare the passthrough audio stream; it must exist before the first packet writes the header."""
         import av
 
         try:
             source = av.open(str(self.audio_from))
-        except av.error.FFmpegError:
+        except (av.error.FFmpegError, OSError):
+            return
+        if not source.streams.audio:
+            source.close()
             return
         try:
-            if not source.streams.audio:
-                return
-            in_audio = source.streams.audio[0]
-            try:
-                out_audio = self._container.add_stream_from_template(in_audio)
-            except (ValueError, av.error.FFmpegError):
-                return  # the output container cannot hold this codec: drop the audio, keep the video
-            for packet in source.demux(in_audio):
+            self._audio_out = self._container.add_stream_from_template(source.streams.audio[0])
+        except (ValueError, av.error.FFmpegError):
+            source.close()  # the output container cannot hold this codec: drop the audio, keep the video
+            return
+        self._audio_source = source
+
+    def _copy_audio(self) -> None:
+        source = self._audio_source
+        if source is None:
+            return
+        try:
+            for packet in source.demux(source.streams.audio[0]):
                 if packet.dts is None:
                     continue
-                packet.stream = out_audio
+                packet.stream = self._audio_out
                 self._container.mux(packet)
         finally:
             source.close()
+            self._audio_source = None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -298,8 +312,7 @@ class VideoWriter:
                     raise InputError(f"no frames to write to {self.path}")
                 for packet in self._stream.encode():
                     self._container.mux(packet)
-                if self.audio_from is not None:
-                    self._copy_audio()
+                self._copy_audio()
         except BaseException as error:
             self._close_container()
             self._atomic.__exit__(type(error), error, error.__traceback__)
@@ -308,6 +321,9 @@ class VideoWriter:
         self._atomic.__exit__(exc_type, exc, tb)
 
     def _close_container(self) -> None:
+        if self._audio_source is not None:
+            self._audio_source.close()
+            self._audio_source = None
         if self._container is not None:
             self._container.close()
             self._container = None

@@ -86,15 +86,17 @@ def enhance(
         for note in notes:
             typer.echo(f"note: {note}", err=True)
     for r in failed:
-        typer.echo(f"error: {r.job.low}: {r.message}", err=True)
+        where = "" if len(jobs) == 1 else f"{r.job.low}: "
+        typer.echo(f"error: {where}{r.message}", err=True)
     if talk:
         for r in skipped:
             typer.echo(f"skipped: {r.job.output} exists (use --overwrite)", err=True)
     frames = sum(r.frames for r in done)
     seconds = sum(r.seconds for r in done)
-    if len(jobs) == 1 and done and not quiet:
-        typer.echo(f"wrote {done[0].job.output} ({frames} frames, {seconds:.1f} s)", err=True)
-    elif not quiet or (failed and len(jobs) > 1):
+    if len(jobs) == 1:
+        if done and not quiet:
+            typer.echo(f"wrote {done[0].job.output} ({frames} frames, {seconds:.1f} s)", err=True)
+    elif not quiet or failed:
         typer.echo(
             f"{len(done)} enhanced, {len(skipped)} skipped, {len(failed)} failed "
             f"({frames} frames in {seconds:.1f} s) -> {output}",

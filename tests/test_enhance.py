@@ -1,0 +1,220 @@
+"""`facenhance enhance`: outputs keep frames and fps, the paper's sampler, batch independence, errors."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from helpers import synthetic_clip
+from typer.testing import CliRunner
+
+from facenhance_cli.checkpoint import save_checkpoint
+from facenhance_cli.cli import app
+from facenhance_cli.config import load_preset
+from facenhance_cli.nn.unet import build_network
+from facenhance_cli.video import probe_video, read_video, write_image, write_video
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """A tiny 32x32 model with T = 50 and perturbed (non-zero) weights: fast, and outputs depend on inputs."""
+    config = load_preset("tiny").replace(**{"unet.image_size": SIZE, "diffusion.num_timesteps": 50,
+                                             "sampling.steps": 5})
+    torch.manual_seed(0)
+    net = build_network(config)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", config, net.state_dict())
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    high, low, identity = synthetic_clip(5, size=SIZE, low_size=64, seed=1)
+    write_video(root / "low25.mp4", low, 25)
+    write_video(root / "low12.mkv", low[:3], 12, lossless=True)
+    import cv2
+
+    write_video(root / "low_big.mp4", np.stack([cv2.resize(f, (128, 128)) for f in low]), Fraction(30000, 1001))
+    write_image(root / "identity.png", identity)
+    return root
+
+
+def enhance(*args):
+    return CliRunner().invoke(app, ["enhance", *map(str, args)])
+
+
+def test_frames_size_and_fps_are_kept(model_path, inputs, tmp_path):
+    for name, frames, fps in (("low25.mp4", 5, 25), ("low12.mkv", 3, 12), ("low_big.mp4", 5, Fraction(30000, 1001))):
+        out = tmp_path / f"{name}.mp4"
+        result = enhance(inputs / name, "--identity", inputs / "identity.png", "-o", out, "--model", model_path)
+        assert result.exit_code == 0, result.output
+        video, got_fps = read_video(out)
+        assert video.shape == (frames, SIZE, SIZE, 3)
+        assert got_fps == fps
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_many_inputs_to_a_folder_and_skip_existing(model_path, inputs, tmp_path):
+    out = tmp_path / "out"
+    args = [inputs / "low25.mp4", inputs / "low12.mkv", "--identity", inputs / "identity.png", "-o", out,
+            "--model", model_path, "--lossless", "-b", "2"]
+    assert enhance(*args).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["low12.mkv", "low25.mkv"]
+    before = (out / "low25.mkv").stat().st_mtime_ns
+    result = enhance(*args, "--verbose")
+    assert result.exit_code == 0 and "2 skipped" in result.output
+    assert (out / "low25.mkv").stat().st_mtime_ns == before
+    assert enhance(*args, "--overwrite").exit_code == 0
+    assert (out / "low25.mkv").stat().st_mtime_ns != before
+
+
+def test_same_seed_same_video_alone_or_in_a_batch(model_path, inputs, tmp_path):
+    common = ["--identity", inputs / "identity.png", "--model", model_path, "--lossless", "--seed", "3", "--eta", "1"]
+    assert enhance(inputs / "low25.mp4", "-o", tmp_path / "alone.mkv", *common).exit_code == 0
+    assert enhance(inputs / "low12.mkv", inputs / "low25.mp4", "-o", tmp_path / "batch", "-b", "2", *common).exit_code == 0
+    alone, _ = read_video(tmp_path / "alone.mkv")
+    batched, _ = read_video(tmp_path / "batch" / "low25.mkv")
+    np.testing.assert_array_equal(alone, batched)
+    assert enhance(inputs / "low25.mp4", "-o", tmp_path / "other.mkv", *common[:-4], "--seed", "4", "--eta", "1").exit_code == 0
+    assert not np.array_equal(alone, read_video(tmp_path / "other.mkv")[0])
+
+
+def test_steps_T_eta0_is_the_papers_algorithm_3(model_path, inputs, tmp_path):
+    """Enhance with --steps T --eta 0 equals an independent implementation of Algorithms 2-3."""
+    from facenhance_cli.checkpoint import load_for_inference
+    from facenhance_cli.data import to_tensor, to_uint8
+    from facenhance_cli.diffusion.noise import frame_generator
+    from facenhance_cli.diffusion.schedule import make_schedule
+
+    result = enhance(inputs / "low12.mkv", "--identity", inputs / "identity.png", "-o", tmp_path / "paper.mkv",
+                     "--model", model_path, "--lossless", "--steps", "50", "--eta", "0", "--seed", "5")
+    assert result.exit_code == 0, result.output
+    got, _ = read_video(tmp_path / "paper.mkv")
+
+    model = load_for_inference(model_path)
+    schedule = make_schedule(model.config.diffusion)
+    abar = schedule.alphas_cumprod.numpy()
+    low, _ = read_video(inputs / "low12.mkv")
+    from facenhance_cli.video import read_image
+
+    identity = to_tensor([read_image(inputs / "identity.png")])
+    prev = identity
+    for n in range(len(low)):
+        gen = frame_generator(5, n)
+        x = torch.randn(1, 3, SIZE, SIZE, generator=gen).double()  # x_T, then z: the documented draw order
+        f_prev = prev + torch.randn(1, 3, SIZE, SIZE, generator=gen)
+        for t in range(49, -1, -1):
+            with torch.no_grad():
+                v = model.network(x.float(), torch.tensor([t]), identity, f_prev, to_tensor([low[n]])).double()
+            a, s = abar[t] ** 0.5, (1 - abar[t]) ** 0.5
+            x0 = (a * x - s * v).clamp(-1, 1)  # v-prediction -> x0, clipped as the sampler does
+            eps = (x - a * x0) / s
+            a_prev = abar[t - 1] if t > 0 else 1.0
+            x = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps  # the paper's x_{t-1}
+        expected = to_uint8(x.float())[0]
+        assert np.abs(got[n].astype(int) - expected.astype(int)).max() <= 1
+        prev = x.float()
+
+
+def test_identity_photo_is_aligned(faces_dir, require_weight):
+    require_weight("dlib_landmarks68")
+    from facenhance_cli.enhance import load_identity
+
+    photo = sorted((faces_dir / "photos").glob("*.*g"))[0]
+    image, note = load_identity(photo, 192)
+    assert image.shape == (192, 192, 3)
+    assert note and "aligned" in note
+
+
+def test_interrupt_mid_video_leaves_no_output(model_path, inputs, tmp_path, monkeypatch):
+    import facenhance_cli.enhance as enhance_module
+    from facenhance_cli.diffusion import recurrent
+
+    calls = {"n": 0}
+    original = recurrent.generate_frame
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(recurrent, "generate_frame", flaky)
+    result = enhance(inputs / "low25.mp4", "--identity", inputs / "identity.png", "-o", tmp_path / "out.mp4",
+                     "--model", model_path, "--compare")
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert list(tmp_path.iterdir()) == []
+    assert enhance_module  # the pipeline module stayed importable
+
+
+def test_audio_is_passed_through(model_path, inputs, tmp_path):
+    import av
+
+    src = tmp_path / "with_audio.mp4"
+    _, low, _ = synthetic_clip(5, size=SIZE, seed=2)
+    with av.open(str(src), "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=16000)
+        for frame in low:
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        samples = (np.sin(np.arange(16000 // 5) / 5) * 0.3).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in audio.encode(frame):
+            container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    out = tmp_path / "out.mp4"
+    result = enhance(src, "--identity", inputs / "identity.png", "-o", out, "--model", model_path)
+    assert result.exit_code == 0, result.output
+    assert probe_video(out).has_audio
+
+
+@pytest.mark.parametrize(
+    "case,code,message",
+    [
+        ("missing_identity", 1, "not found"),
+        ("corrupt_video", 1, "cannot"),
+        ("foreign_checkpoint", 1, "not a facenhance checkpoint"),
+        ("bad_steps", 2, "--steps"),
+        ("no_identity", 2, "--identity"),
+    ],
+)
+def test_error_paths(model_path, inputs, tmp_path, case, code, message):
+    args = [inputs / "low25.mp4", "--identity", inputs / "identity.png", "-o", tmp_path / "o.mp4", "--model", model_path]
+    if case == "missing_identity":
+        args[2] = tmp_path / "nope.png"
+    elif case == "corrupt_video":
+        bad = tmp_path / "bad.mp4"
+        bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+        args[0] = bad
+    elif case == "foreign_checkpoint":
+        torch.save({"w": torch.zeros(2)}, tmp_path / "foreign.pt")
+        args[-1] = tmp_path / "foreign.pt"
+    elif case == "bad_steps":
+        args += ["--steps", "5000"]
+    elif case == "no_identity":
+        args = args[:1] + args[3:]
+    result = enhance(*args)
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.mp4").exists()
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_shard_takes_every_nth_input(model_path, inputs, tmp_path):
+    args = [inputs / "low25.mp4", inputs / "low12.mkv", inputs / "low_big.mp4", "--identity", inputs / "identity.png",
+            "-o", tmp_path, "--model", model_path, "--shard", "1/2"]
+    assert enhance(*args).exit_code == 0
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["low12.mp4"]

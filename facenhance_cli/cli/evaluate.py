@@ -1,14 +1,211 @@
-"""`facenhance evaluate` (placeholder until its issue lands)."""
+"""`facenhance eval`: the paper's metrics (PSNR, SSIM, ACD, ACD-I, FVD), ours (lmk, id_match), baselines."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from facenhance_cli.cli.common import handle_errors, is_terminal
+
+HELP = (
+    "Score generated videos against ground truth, beside trivial baselines.\n\n"
+    "GEN and --gt take video files, frame folders, `prepare` clip folders (high.mkv is the ground truth, "
+    "identity.png the identity, low.mkv the low input) or folders of these; videos pair by file stem or "
+    "folder name, or use --pairs FILE.csv (columns gen, gt, identity, low). Pass --gt once per file, a "
+    "folder, or a quoted glob ('gt/*.mp4'): an unquoted glob after --gt spills into GEN.\n\n"
+    "Metrics: psnr, ssim (per frame, RGB [0, 255]); acd, acd_i, id_match (dlib 128-d face embeddings: "
+    "consecutive frames, each frame vs the identity image, fraction under the 0.6 same-person threshold); "
+    "fvd (I3D Kinetics-400 logits, Frechet distance to the ground-truth set; meaningless under 10 videos); "
+    "lmk (68-landmark error over the inter-ocular distance: all, mouth, eyes).\n\n"
+    'In --json, infinite PSNR is the string "inf" and a metric not computed is null.'
+)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return f"{value:.{digits}f}"
+
+
+COLUMNS = (  # report key, header, digits
+    ("psnr", "PSNR", 2),
+    ("ssim", "SSIM", 3),
+    ("acd", "ACD", 3),
+    ("acd_i", "ACD-I", 3),
+    ("fvd", "FVD", 1),
+    ("lmk_nme", "LMK", 3),
+    ("lmk_nme_mouth", "mouth", 3),
+    ("lmk_nme_eyes", "eyes", 3),
+    ("id_match", "id", 2),
+)
+
+
+def render_table(report: dict[str, Any]) -> Any:
+    """A rich Table: one row per video (the method), then mean ± std over videos, method and baselines."""
+    from rich.table import Table
+
+    s = report["settings"]
+    table = Table(
+        title=f"facenhance eval: {s['n_videos']} videos, {s['frames']} frames",
+        caption="LMK: landmark error / inter-ocular distance; id: fraction of frames matching the identity. "
+        "Lower is better: ACD, ACD-I, FVD, LMK; higher: PSNR, SSIM, id",
+    )
+    table.add_column("video", overflow="fold")
+    for _, header, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    for video in report["per_video"]:
+        table.add_row(video["name"], *[_fmt(video.get(k), d) if k != "fvd" else "" for k, _, d in COLUMNS])
+    table.add_section()
+    summaries = {"method": report, **{k: v for k, v in report["baselines"].items() if v["n_videos"]}}
+    for name, summary in summaries.items():
+        table.add_row(
+            f"mean: {name}",
+            *[_fmt(summary.get(k), d) for k, _, d in COLUMNS],
+            style="bold" if name == "method" else None,
+        )
+        table.add_row(
+            "  ± std",
+            *[_fmt(summary["std"].get(k), d) if k != "fvd" else "" for k, _, d in COLUMNS],
+            style="dim",
+        )
+    return table
 
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
 
-    @app.command("eval")
-    def command() -> None:
-        """Not implemented yet."""
-        raise typer.Exit(1)
+    @app.command("eval", help=HELP)
+    @handle_errors
+    def command(
+        gen: list[Path] = typer.Argument(None, help="Generated videos, frame folders or folders of them."),
+        gt: list[str] = typer.Option(
+            None, "--gt", help="Ground truth: videos, prepare output folders, quoted globs (repeatable)."
+        ),
+        identity: str = typer.Option(
+            None,
+            "--identity",
+            help="Identity image, or a folder (NAME.png, NAME/identity.png, SUBJECT_neutral.png).",
+        ),
+        low: list[str] = typer.Option(
+            None,
+            "--low",
+            help="Low-resolution inputs, paired by name (for the bicubic baseline and the sheet).",
+        ),
+        pairs_csv: Path = typer.Option(
+            None, "--pairs", help="CSV with columns gen, gt and optionally identity, low, name."
+        ),
+        metrics: str = typer.Option(
+            "all", "--metrics", help="Comma list of psnr,ssim,acd,acd_i,fvd,lmk,id_match, or all."
+        ),
+        baseline: str = typer.Option(
+            "identity,bicubic", "--baseline", help="Comma list of identity,bicubic, or none."
+        ),
+        json_out: str = typer.Option(
+            None, "--json", help="Write the report as JSON to FILE, or to stdout with '-'."
+        ),
+        csv_out: Path = typer.Option(None, "--csv", help="Write per-video and overall rows as CSV."),
+        sheet: Path = typer.Option(
+            None, "--sheet", help="Write a contact sheet PNG (low | output | ground truth | baselines)."
+        ),
+        fvd_frames: int = typer.Option(
+            16, "--fvd-frames", help="First N frames of each video feed the I3D (FVD convention: 16)."
+        ),
+        sheet_videos: int = typer.Option(4, "--sheet-videos", help="Videos shown on the contact sheet."),
+        sheet_frames: int = typer.Option(4, "--sheet-frames", help="Frames per row on the contact sheet."),
+        cache_dir: Path = typer.Option(
+            None, "--cache-dir", help="Feature cache folder (default: the user cache dir)."
+        ),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
+        weights_dir: Path = typer.Option(
+            None, "--weights-dir", help="Folder of third-party weights (I3D, dlib)."
+        ),
+        device: str = typer.Option(
+            "auto", "--device", help="Device for the I3D: auto, cpu, cuda, cuda:N, mps."
+        ),
+        batch_size: int = typer.Option(4, "--batch-size", help="Clips per I3D forward pass."),
+        quiet: bool = typer.Option(
+            False, "--quiet", "-q", help="No table, no progress; notes still go to stderr."
+        ),
+    ) -> None:
+        from rich.console import Console
+
+        from facenhance_cli import evaluation as ev
+        from facenhance_cli.cli.common import resolve_device
+        from facenhance_cli.errors import UsageError
+
+        if pairs_csv is not None:
+            if gen or gt or identity or low:
+                raise UsageError("--pairs replaces GEN, --gt, --identity and --low: give one or the other")
+            pairs, pair_notes = ev.read_pairs_csv(pairs_csv), list[str]()
+        else:
+            if not gen:
+                raise UsageError("give generated videos (GEN...) and --gt, or --pairs FILE.csv")
+            if not gt:
+                raise UsageError("--gt is required: the ground-truth videos or prepare output folder")
+            pairs, pair_notes = ev.find_pairs(gen, gt, identity, low)
+        if fvd_frames < 1 or batch_size < 1 or sheet_videos < 1 or sheet_frames < 1:
+            raise UsageError("--fvd-frames, --batch-size, --sheet-videos and --sheet-frames must be positive")
+        options = ev.EvalOptions(
+            metrics=ev.parse_names(metrics, ev.METRICS, "metric"),
+            baselines=ev.parse_names(baseline, ev.BASELINES, "baseline"),
+            fvd_frames=fvd_frames,
+            i3d_batch=batch_size,
+            device=resolve_device(device),
+            cache_dir=None if no_cache else (cache_dir or ev.default_cache_dir()),
+            weights_dir=weights_dir,
+            sheet_videos=sheet_videos,
+            sheet_frames=sheet_frames,
+        )
+        ev.check_pairs(pairs)
+
+        # With --json -, stdout carries only the JSON: everything for people goes to stderr.
+        console = Console(stderr=json_out == "-", width=None if is_terminal() else 160)
+        err = Console(stderr=True)
+        show_progress = is_terminal() and not quiet
+        if show_progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("evaluating", total=len(pairs))
+
+                def progress(i: int, n: int, name: str) -> None:
+                    bar.update(task, completed=i, description=f"evaluating {name}")
+
+                result = ev.evaluate(pairs, options, progress)
+        else:
+            result = ev.evaluate(pairs, options)
+
+        for note in [*pair_notes, *result.notes]:
+            err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        result.report["notes"] = [*pair_notes, *result.notes]
+        if not quiet:
+            console.print(render_table(result.report))
+        if json_out == "-":
+            typer.echo(ev.report_json_text(result.report), nl=False)
+        elif json_out:
+            ev.write_report_json(json_out, result.report)
+        if csv_out:
+            ev.write_report_csv(csv_out, result.report)
+        if sheet:
+            ev.write_contact_sheet(sheet, result)
+        for what, path in (
+            ("JSON", json_out if json_out != "-" else None),
+            ("CSV", csv_out),
+            ("sheet", sheet),
+        ):
+            if path and not quiet:
+                err.print(f"wrote {what}: {path}", markup=False, highlight=False)

@@ -23,6 +23,7 @@ SIZE = 32
 def model_path(tmp_path_factory):
     """A tiny 32x32 model with T = 50 and perturbed (non-zero) weights: fast, and outputs depend on inputs."""
     config = load_preset("tiny").replace(**{"unet.image_size": SIZE, "diffusion.num_timesteps": 50,
+                                             "diffusion.prediction": "v", "diffusion.loss": "v",
                                              "sampling.steps": 5})
     torch.manual_seed(0)
     net = build_network(config)
@@ -80,7 +81,10 @@ def test_same_seed_same_video_alone_or_in_a_batch(model_path, inputs, tmp_path):
     assert enhance(inputs / "low12.mkv", inputs / "low25.mp4", "-o", tmp_path / "batch", "-b", "2", *common).exit_code == 0
     alone, _ = read_video(tmp_path / "alone.mkv")
     batched, _ = read_video(tmp_path / "batch" / "low25.mkv")
-    np.testing.assert_array_equal(alone, batched)
+    # The noise is identical; only float rounding of batch-1 vs batch-2 convolutions differs, so a few
+    # pixels may move by one 8-bit level. A different seed moves nearly every pixel by far more.
+    diff = np.abs(alone.astype(int) - batched.astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.05
     assert enhance(inputs / "low25.mp4", "-o", tmp_path / "other.mkv", *common[:-4], "--seed", "4", "--eta", "1").exit_code == 0
     assert not np.array_equal(alone, read_video(tmp_path / "other.mkv")[0])
 

@@ -33,8 +33,10 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true")
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.bf16 else None
-    print(f"# enhance, {args.frames}-frame video(s), batch {args.batch_videos}, device {args.device}, "
-          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    print(
+        f"# enhance, {args.frames}-frame video(s), batch {args.batch_videos}, device {args.device}, "
+        f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}"
+    )
     print("| preset | sampler | network calls / video | seconds / video | seconds / call | note |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for name in args.presets.split(","):
@@ -49,8 +51,9 @@ def main() -> None:
         for steps in (int(s) for s in args.steps.split(",")):
             lows = [torch.rand(b, 3, 64, 64, device=args.device) * 2 - 1 for _ in range(args.measure_frames)]
             with torch.no_grad():
-                frames = generate_video(denoiser, ddim, schedule, lows, identity, list(range(b)),
-                                        PrevNoise(1.0), {"steps": steps})
+                frames = generate_video(
+                    denoiser, ddim, schedule, lows, identity, list(range(b)), PrevNoise(1.0), {"steps": steps}
+                )
                 next(frames)  # warm-up frame, not timed
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
@@ -63,11 +66,15 @@ def main() -> None:
             seconds_per_frame = (time.perf_counter() - start) / timed / b
             per_call.append(seconds_per_frame / steps)
             note = "" if timed >= args.frames else f"{timed} frames timed, scaled to {args.frames}"
-            print(f"| {name} | ddim {steps} | {steps * args.frames} | {seconds_per_frame * args.frames:.1f} | "
-                  f"{seconds_per_frame / steps:.4f} | {note} |")
+            print(
+                f"| {name} | ddim {steps} | {steps * args.frames} | {seconds_per_frame * args.frames:.1f} | "
+                f"{seconds_per_frame / steps:.4f} | {note} |"
+            )
         call = sorted(per_call)[len(per_call) // 2]
-        print(f"| {name} | ddim 1000 (paper) | {1000 * args.frames} | {call * 1000 * args.frames:.0f} | "
-              f"{call:.4f} | extrapolated from the per-call time above |")
+        print(
+            f"| {name} | ddim 1000 (paper) | {1000 * args.frames} | {call * 1000 * args.frames:.0f} | "
+            f"{call:.4f} | extrapolated from the per-call time above |"
+        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ def time_forward(net, batch: int, size: int, device: str, repeat: int, dtype: to
     low = torch.randn(batch, 3, 64, 64, device=device)
     t = torch.randint(0, 1000, (batch,), device=device)
     times = []
-    with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
+    with (
+        torch.no_grad(),
+        torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None),
+    ):
         for i in range(repeat + 2):
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -46,12 +49,14 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network first")
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.bf16 else None
-    machine = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    machine = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     )
     print(f"# forward pass, {'bf16' if args.bf16 else 'fp32'}, {machine}, torch {torch.__version__}")
-    print(f"| preset | params | GFLOP/call | batch | seconds | GFLOP/s |")
-    print(f"| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| preset | params | GFLOP/call | batch | seconds | GFLOP/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name in args.presets.split(","):
         config = load_preset(name)
         cost = measure_cost(config)
@@ -61,8 +66,10 @@ def main() -> None:
         for batch in (int(b) for b in args.batches.split(",")):
             seconds = time_forward(net, batch, config.unet.image_size, args.device, args.repeat, dtype)
             rate = cost.gflop_per_call * batch / seconds
-            print(f"| {name} | {cost.parameters / 1e6:.1f} M | {cost.gflop_per_call:.1f} | {batch} | "
-                  f"{seconds:.3f} | {rate:.0f} |")
+            print(
+                f"| {name} | {cost.parameters / 1e6:.1f} M | {cost.gflop_per_call:.1f} | {batch} | "
+                f"{seconds:.3f} | {rate:.0f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from helpers import make_prepared_dataset  # noqa: E402
 
 from facenhance_cli.config import load_preset  # noqa: E402
 from facenhance_cli.costs import measure_cost  # noqa: E402
-from facenhance_cli.training import TrainOptions, Trainer  # noqa: E402
+from facenhance_cli.training import Trainer, TrainOptions  # noqa: E402
 
 
 def main() -> None:
@@ -34,19 +34,33 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     args = parser.parse_args()
-    print(f"# training step, batch {args.batch}, {args.precision}, device {args.device}, "
-          f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    print(
+        f"# training step, batch {args.batch}, {args.precision}, device {args.device}, "
+        f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}"
+    )
     print("| preset | params | steps/s | s/step | peak memory | MFU |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         data = make_prepared_dataset(Path(tmp) / "data", n_train=2, n_test=0, n_frames=max(args.batch, 4))
         for name in args.presets.split(","):
-            config = load_preset(name).replace(**{
-                "training.batch_size": args.batch, "training.validate_every": 10**9,
-                "training.sample_every": 10**9, "training.checkpoint_every": 10**9,
-            })
-            trainer = Trainer(TrainOptions(data, Path(tmp) / name, config, device=args.device,
-                                           precision=args.precision, compile=args.compile))
+            config = load_preset(name).replace(
+                **{
+                    "training.batch_size": args.batch,
+                    "training.validate_every": 10**9,
+                    "training.sample_every": 10**9,
+                    "training.checkpoint_every": 10**9,
+                }
+            )
+            trainer = Trainer(
+                TrainOptions(
+                    data,
+                    Path(tmp) / name,
+                    config,
+                    device=args.device,
+                    precision=args.precision,
+                    compile=args.compile,
+                )
+            )
             for _ in range(2):  # warm-up (and compilation)
                 trainer.train_step()
             if args.device.startswith("cuda"):

@@ -59,7 +59,9 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load raises many types (KeyError, UnpicklingError...) on foreign files
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path} is not a facenhance checkpoint (torch.load failed with {type(exc).__name__}: {first[:120]})") from None
+        raise CheckpointError(
+            f"{path} is not a facenhance checkpoint (torch.load failed with {type(exc).__name__}: {first[:120]})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is not a facenhance checkpoint (no '{FORMAT_NAME}' header)")
     version = payload.get("format_version")

@@ -7,11 +7,12 @@ checkpoint so `enhance` rebuilds the model from the file alone. Presets are TOML
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from facenhance_cli.errors import UsageError
 

@@ -44,7 +44,9 @@ def read_manifest(data_dir: Path) -> list[ClipEntry]:
         raise InputError(f"data folder not found: {data_dir}")
     manifest = data_dir / "manifest.jsonl"
     if not manifest.is_file():
-        raise InputError(f"{data_dir} has no manifest.jsonl: run `facenhance prepare VIDEOS -o {data_dir}` first")
+        raise InputError(
+            f"{data_dir} has no manifest.jsonl: run `facenhance prepare VIDEOS -o {data_dir}` first"
+        )
     entries = []
     for line_no, line in enumerate(manifest.read_text().splitlines(), 1):
         if not line.strip():

@@ -97,7 +97,10 @@ def plan_jobs(
         return [EnhanceJob(lows[0], identity, output)]
     if output.suffix.lower() in VIDEO_OUT_SUFFIXES and not output.is_dir():
         raise UsageError(f"{len(lows)} inputs need an output folder, not the file name {output}")
-    jobs = [EnhanceJob(low, identity, output / f"{low.stem if low.is_file() else low.name}{suffix}") for low in lows]
+    jobs = [
+        EnhanceJob(low, identity, output / f"{low.stem if low.is_file() else low.name}{suffix}")
+        for low in lows
+    ]
     seen: dict[Path, Path] = {}
     for job in jobs:
         if job.output in seen:
@@ -116,7 +119,9 @@ def read_pairs(path: Path, output_dir: Path, suffix: str) -> list[EnhanceJob]:
         reader = csv.DictReader(f)
         missing = {"low", "identity"} - set(reader.fieldnames or [])
         if missing:
-            raise UsageError(f"{path} needs the columns low, identity (and optionally output); missing {sorted(missing)}")
+            raise UsageError(
+                f"{path} needs the columns low, identity (and optionally output); missing {sorted(missing)}"
+            )
         for row in reader:
             low = base / row["low"]
             out = row.get("output") or ""
@@ -161,7 +166,9 @@ def load_identity(path: Path, size: int) -> tuple[np.ndarray, str | None]:
     return aligned, f"{path.name}: {image.shape[1]}x{image.shape[0]} photo aligned to {size}x{size}"
 
 
-def low_frame_stream(path: Path, low_size: int, prepare_input: bool) -> tuple[Iterator[np.ndarray], str | None]:
+def low_frame_stream(
+    path: Path, low_size: int, prepare_input: bool
+) -> tuple[Iterator[np.ndarray], str | None]:
     """Low frames at low_size x low_size: resized when needed, or run through prepare's alignment first."""
     import cv2
 
@@ -169,7 +176,9 @@ def low_frame_stream(path: Path, low_size: int, prepare_input: bool) -> tuple[It
 
     info = probe_video(path)
     if prepare_input:
-        return iter(prepared_low_frames(path, low_size)), f"{path.name}: faces aligned with prepare's low pipeline"
+        return iter(
+            prepared_low_frames(path, low_size)
+        ), f"{path.name}: faces aligned with prepare's low pipeline"
     note = None
     if (info.width, info.height) != (low_size, low_size):
         note = f"{path.name}: {info.width}x{info.height} frames resized to {low_size}x{low_size}"
@@ -197,7 +206,9 @@ def prepared_low_frames(path: Path, low_size: int) -> list[np.ndarray]:
         if found is not None:
             landmarks[i] = found
     landmarks = faces.gaussian_smooth(faces.interpolate_missing(landmarks), sigma=1.0)
-    return [faces.align_face(f, lm, template, low_size).image for f, lm in zip(frames, landmarks, strict=True)]
+    return [
+        faces.align_face(f, lm, template, low_size).image for f, lm in zip(frames, landmarks, strict=True)
+    ]
 
 
 def to_model(images: list[np.ndarray], device: str) -> torch.Tensor:
@@ -229,7 +240,9 @@ def default_batch_videos(device: str, gflop_per_call: float) -> int:
     if not device.startswith("cuda"):
         return 2
     free, _total = torch.cuda.mem_get_info(torch.device(device))
-    per_video = 0.35e9 * max(gflop_per_call / 195.0, 0.05)  # ~0.35 GB of activations per video at the paper's size
+    per_video = 0.35e9 * max(
+        gflop_per_call / 195.0, 0.05
+    )  # ~0.35 GB of activations per video at the paper's size
     return int(max(1, min(32, free * 0.6 // per_video)))
 
 
@@ -265,7 +278,9 @@ def enhance_videos(
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
     if autocast is not None and not options.device.startswith("cuda"):
         raise UsageError(f"--precision {options.precision} needs a CUDA device")
-    denoiser = make_denoiser(model.network, schedule, config.diffusion.prediction, config.diffusion.clip_x0, autocast)
+    denoiser = make_denoiser(
+        model.network, schedule, config.diffusion.prediction, config.diffusion.clip_x0, autocast
+    )
     prev_noise = PrevNoise(config.conditioning.prev_noise_std, config.conditioning.prev_noise_per_step)
 
     results: list[JobResult] = []
@@ -312,17 +327,33 @@ def enhance_videos(
             first = next(frames, None)
             if first is None:
                 raise InputError(f"{job.low}: no frames")
-            writer = VideoWriter(job.output, info.fps, lossless=options.lossless,
-                                 audio_from=job.low if info.has_audio else None)
+            writer = VideoWriter(
+                job.output,
+                info.fps,
+                lossless=options.lossless,
+                audio_from=job.low if info.has_audio else None,
+            )
             writers.append(writer.__enter__())
             if options.compare:
-                compare = VideoWriter(job.output.with_name(f"{job.output.stem}_compare{job.output.suffix}"),
-                                      info.fps, lossless=options.lossless)
+                compare = VideoWriter(
+                    job.output.with_name(f"{job.output.stem}_compare{job.output.suffix}"),
+                    info.fps,
+                    lossless=options.lossless,
+                )
                 writers.append(compare.__enter__())
             frames_dir = job.output.with_name(f"{job.output.stem}_frames") if options.save_frames else None
             identity = to_model([identity_uint8], options.device)
-            state = _Active(job, frames, writers, identity_uint8, identity, identity, frames_dir,
-                            started=time.perf_counter(), next_low=first)
+            state = _Active(
+                job,
+                frames,
+                writers,
+                identity_uint8,
+                identity,
+                identity,
+                frames_dir,
+                started=time.perf_counter(),
+                next_low=first,
+            )
             if reporter.on_job_start:
                 reporter.on_job_start(job, info.n_frames)
             return state

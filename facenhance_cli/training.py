@@ -95,7 +95,9 @@ def init_distributed(device: str) -> tuple[DistInfo, str]:
 
 def sample_generator(seed: int, step: int, position: int) -> torch.Generator:
     """Generator of one training sample: keyed by (seed, step, position in the global batch)."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, step, position, 0x7A11]).generate_state(1, np.uint64)[0]
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, step, position, 0x7A11]).generate_state(1, np.uint64)[
+        0
+    ]
     return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
@@ -137,7 +139,9 @@ class Trainer:
             )
         self.local_batch = self.tc.batch_size // self.dist.world_size
         self.schedule = make_schedule(self.config.diffusion)
-        self.prev_noise = PrevNoise(self.config.conditioning.prev_noise_std, self.config.conditioning.prev_noise_per_step)
+        self.prev_noise = PrevNoise(
+            self.config.conditioning.prev_noise_std, self.config.conditioning.prev_noise_per_step
+        )
 
         entries = read_manifest(options.data_dir)
         train_entries = [e for e in entries if e.split == "train"]
@@ -251,10 +255,14 @@ class Trainer:
         lr = self._lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.split(":")[0], dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+        with torch.autocast(
+            self.device.split(":")[0], dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
             output = self.forward(x_t, batch["t"], batch["identity"], prev, batch["low"])
         d = self.config.diffusion
-        loss = diffusion_loss(self.schedule, d.prediction, d.loss, output.float(), x_t, batch["t"], x0, batch["eps"])
+        loss = diffusion_loss(
+            self.schedule, d.prediction, d.loss, output.float(), x_t, batch["t"], x0, batch["eps"]
+        )
         if not torch.isfinite(loss):
             raise FacenhanceError(f"loss became {loss.item()} at step {self.step}: lower --lr or use fp32")
         self.optimizer.zero_grad(set_to_none=True)
@@ -276,7 +284,9 @@ class Trainer:
         if self.dist.world_size > 1:
             import torch.distributed as dist
 
-            dist.all_reduce(loss_value, op=dist.ReduceOp.AVG if self.device.startswith("cuda") else dist.ReduceOp.SUM)
+            dist.all_reduce(
+                loss_value, op=dist.ReduceOp.AVG if self.device.startswith("cuda") else dist.ReduceOp.SUM
+            )
             if not self.device.startswith("cuda"):
                 loss_value = loss_value / self.dist.world_size
         return {"loss": float(loss_value), "lr": lr, "grad_norm": float(grad_norm)}
@@ -308,7 +318,8 @@ class Trainer:
             gens = [sample_generator(self.tc.seed, VALIDATION_STEP_KEY, int(p)) for p in chunk]
             # Timesteps spread evenly over [0, T) so the estimate is stable between evaluations.
             t = torch.tensor(
-                [int((start + i + 0.5) / n * self.schedule.num_timesteps) for i in range(len(chunk))], device=self.device
+                [int((start + i + 0.5) / n * self.schedule.num_timesteps) for i in range(len(chunk))],
+                device=self.device,
             )
             eps = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(self.device)
             z = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(self.device)
@@ -318,7 +329,9 @@ class Trainer:
             low = to_tensor([s["low"] for s in samples]).to(self.device)
             x_t = q_sample(self.schedule, x0, t, eps)
             output = self.ema(x_t, t, identity, prev, low)
-            total += float(diffusion_loss(self.schedule, d.prediction, d.loss, output, x_t, t, x0, eps)) * len(chunk)
+            total += float(
+                diffusion_loss(self.schedule, d.prediction, d.loss, output, x_t, t, x0, eps)
+            ) * len(chunk)
         return total / n
 
     @torch.no_grad()
@@ -334,9 +347,17 @@ class Trainer:
         n = min(n_frames, len(clip.high))
         identity = to_tensor([clip.identity]).to(self.device)
         lows = [to_tensor([clip.low[i]]).to(self.device) for i in range(n)]
-        denoiser = make_denoiser(self.ema, self.schedule, self.config.diffusion.prediction, self.config.diffusion.clip_x0)
+        denoiser = make_denoiser(
+            self.ema, self.schedule, self.config.diffusion.prediction, self.config.diffusion.clip_x0
+        )
         frames = generate_video(
-            denoiser, ddim, self.schedule, lows, identity, seeds=[self.tc.seed], prev_noise=self.prev_noise,
+            denoiser,
+            ddim,
+            self.schedule,
+            lows,
+            identity,
+            seeds=[self.tc.seed],
+            prev_noise=self.prev_noise,
             sampler_options={"steps": min(steps, self.schedule.num_timesteps)},
         )
         size = self.config.unet.image_size
@@ -353,7 +374,9 @@ class Trainer:
             "trained_on": str(self.options.data_dir),
             "train_clips": len(self.train_data.entries),
             "train_frames": len(self.train_data),
-            "device": torch.cuda.get_device_name(self.device) if self.device.startswith("cuda") else platform.processor() or "cpu",
+            "device": torch.cuda.get_device_name(self.device)
+            if self.device.startswith("cuda")
+            else platform.processor() or "cpu",
             "world_size": self.dist.world_size,
             "facenhance_version": __version__,
             "torch_version": str(torch.__version__),
@@ -381,7 +404,11 @@ class Trainer:
         path = self.run_dir / "log.jsonl"
         if not path.is_file():
             return
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= self.step]
+        kept = [
+            line
+            for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= self.step
+        ]
         write_text(path, "".join(line + "\n" for line in kept))
 
     # -- loop --------------------------------------------------------------------------------------------
@@ -423,8 +450,12 @@ class Trainer:
                             self.options.progress({"step": step, "val_loss": val})
                         if self.best_val is None or val < self.best_val:
                             self.best_val = val
-                            save_checkpoint(self.run_dir / "best.pt", self.config, self.ema.state_dict(),
-                                            {**self._meta(), "val_loss": val})
+                            save_checkpoint(
+                                self.run_dir / "best.pt",
+                                self.config,
+                                self.ema.state_dict(),
+                                {**self._meta(), "val_loss": val},
+                            )
                 if self.dist.is_main and (step % tc.sample_every == 0 or step == tc.max_steps):
                     self.sample_grid(self.run_dir / "samples" / f"step_{step:07d}.png")
                 if step % tc.checkpoint_every == 0 or step == tc.max_steps:
@@ -477,8 +508,15 @@ def plot_loss_curve(log_path: Path, png_path: Path, width: int = 640, height: in
         if len(series) > 1:
             points = np.array([xy(s, v) for s, v in series], np.int32)
             cv2.polylines(image, [points], False, color, 2)
-    cv2.putText(image, f"loss (log10 {lo:.2f}..{hi:.2f}) vs step {s_lo}..{s_hi}", (margin, 30),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(
+        image,
+        f"loss (log10 {lo:.2f}..{hi:.2f}) vs step {s_lo}..{s_hi}",
+        (margin, 30),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (0, 0, 0),
+        1,
+    )
     write_image(png_path, image)
 
 

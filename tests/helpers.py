@@ -38,7 +38,9 @@ def synthetic_clip(n_frames: int, size: int = 192, low_size: int = 64, seed: int
     return np.stack(highs), np.stack(lows), identity
 
 
-def make_prepared_dataset(root: Path, n_train: int = 2, n_test: int = 1, n_frames: int = 4, size: int = 192) -> Path:
+def make_prepared_dataset(
+    root: Path, n_train: int = 2, n_test: int = 1, n_frames: int = 4, size: int = 192
+) -> Path:
     """Write clips in `prepare`'s output layout (manifest.jsonl, CLIP/{high,low}.mkv, identity.png, meta.json)."""
     root.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -52,7 +54,16 @@ def make_prepared_dataset(root: Path, n_train: int = 2, n_test: int = 1, n_frame
         write_video(folder / "low.mkv", low, 25, lossless=True)
         write_image(folder / "identity.png", identity)
         (folder / "meta.json").write_text(json.dumps({"clip_id": clip_id, "fps": 25}))
-        lines.append(json.dumps({"clip_id": clip_id, "subject": f"s{i:02d}", "split": split,
-                                 "n_frames": n_frames, "status": "ok"}))
+        lines.append(
+            json.dumps(
+                {
+                    "clip_id": clip_id,
+                    "subject": f"s{i:02d}",
+                    "split": split,
+                    "n_frames": n_frames,
+                    "status": "ok",
+                }
+            )
+        )
     (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return root

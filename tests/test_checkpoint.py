@@ -37,7 +37,11 @@ def test_half_checkpoint_loads_as_float32(tmp_path):
     config = load_preset("tiny").replace(**{"unet.image_size": 32})
     net = build_network(config)
     path = save_checkpoint(tmp_path / "h.pt", config, net.state_dict(), half=True)
-    assert all(v.dtype == torch.float16 for v in torch.load(path, weights_only=True)["ema"].values() if v.is_floating_point())
+    assert all(
+        v.dtype == torch.float16
+        for v in torch.load(path, weights_only=True)["ema"].values()
+        if v.is_floating_point()
+    )
     loaded = load_for_inference(path)
     assert next(loaded.network.parameters()).dtype == torch.float32
 

@@ -45,7 +45,9 @@ def test_every_command_and_option_has_help_text():
 
 def test_root_help_is_fast_and_lists_commands():
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "facenhance_cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "facenhance_cli", "--help"], capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - start
     assert result.returncode == 0
     for name in COMMANDS:
@@ -53,7 +55,8 @@ def test_root_help_is_fast_and_lists_commands():
     assert elapsed < 3.0  # includes interpreter start-up; the command itself imports no torch
     check = subprocess.run(
         [sys.executable, "-c", "import sys, facenhance_cli.cli; print('torch' in sys.modules)"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert check.stdout.strip() == "False"
 
@@ -74,7 +77,9 @@ def test_models_lists_a_checkpoint_from_the_models_dir(tmp_path):
     from facenhance_cli.nn.unet import build_network
 
     config = load_preset("tiny")
-    save_checkpoint(tmp_path / "mine.pt", config, build_network(config).state_dict(), meta={"trained_on": "synthetic"})
+    save_checkpoint(
+        tmp_path / "mine.pt", config, build_network(config).state_dict(), meta={"trained_on": "synthetic"}
+    )
     (tmp_path / "broken.pt").write_text("nope")
     result = CliRunner().invoke(app, ["models", "--models-dir", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output

@@ -22,9 +22,15 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """A tiny 32x32 model with T = 50 and perturbed (non-zero) weights: fast, and outputs depend on inputs."""
-    config = load_preset("tiny").replace(**{"unet.image_size": SIZE, "diffusion.num_timesteps": 50,
-                                             "diffusion.prediction": "v", "diffusion.loss": "v",
-                                             "sampling.steps": 5})
+    config = load_preset("tiny").replace(
+        **{
+            "unet.image_size": SIZE,
+            "diffusion.num_timesteps": 50,
+            "diffusion.prediction": "v",
+            "diffusion.loss": "v",
+            "sampling.steps": 5,
+        }
+    )
     torch.manual_seed(0)
     net = build_network(config)
     with torch.no_grad():
@@ -41,7 +47,9 @@ def inputs(tmp_path_factory):
     write_video(root / "low12.mkv", low[:3], 12, lossless=True)
     import cv2
 
-    write_video(root / "low_big.mp4", np.stack([cv2.resize(f, (128, 128)) for f in low]), Fraction(30000, 1001))
+    write_video(
+        root / "low_big.mp4", np.stack([cv2.resize(f, (128, 128)) for f in low]), Fraction(30000, 1001)
+    )
     write_image(root / "identity.png", identity)
     return root
 
@@ -51,9 +59,15 @@ def enhance(*args):
 
 
 def test_frames_size_and_fps_are_kept(model_path, inputs, tmp_path):
-    for name, frames, fps in (("low25.mp4", 5, 25), ("low12.mkv", 3, 12), ("low_big.mp4", 5, Fraction(30000, 1001))):
+    for name, frames, fps in (
+        ("low25.mp4", 5, 25),
+        ("low12.mkv", 3, 12),
+        ("low_big.mp4", 5, Fraction(30000, 1001)),
+    ):
         out = tmp_path / f"{name}.mp4"
-        result = enhance(inputs / name, "--identity", inputs / "identity.png", "-o", out, "--model", model_path)
+        result = enhance(
+            inputs / name, "--identity", inputs / "identity.png", "-o", out, "--model", model_path
+        )
         assert result.exit_code == 0, result.output
         video, got_fps = read_video(out)
         assert video.shape == (frames, SIZE, SIZE, 3)
@@ -63,8 +77,19 @@ def test_frames_size_and_fps_are_kept(model_path, inputs, tmp_path):
 
 def test_many_inputs_to_a_folder_and_skip_existing(model_path, inputs, tmp_path):
     out = tmp_path / "out"
-    args = [inputs / "low25.mp4", inputs / "low12.mkv", "--identity", inputs / "identity.png", "-o", out,
-            "--model", model_path, "--lossless", "-b", "2"]
+    args = [
+        inputs / "low25.mp4",
+        inputs / "low12.mkv",
+        "--identity",
+        inputs / "identity.png",
+        "-o",
+        out,
+        "--model",
+        model_path,
+        "--lossless",
+        "-b",
+        "2",
+    ]
     assert enhance(*args).exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == ["low12.mkv", "low25.mkv"]
     before = (out / "low25.mkv").stat().st_mtime_ns
@@ -76,16 +101,36 @@ def test_many_inputs_to_a_folder_and_skip_existing(model_path, inputs, tmp_path)
 
 
 def test_same_seed_same_video_alone_or_in_a_batch(model_path, inputs, tmp_path):
-    common = ["--identity", inputs / "identity.png", "--model", model_path, "--lossless", "--seed", "3", "--eta", "1"]
+    common = [
+        "--identity",
+        inputs / "identity.png",
+        "--model",
+        model_path,
+        "--lossless",
+        "--seed",
+        "3",
+        "--eta",
+        "1",
+    ]
     assert enhance(inputs / "low25.mp4", "-o", tmp_path / "alone.mkv", *common).exit_code == 0
-    assert enhance(inputs / "low12.mkv", inputs / "low25.mp4", "-o", tmp_path / "batch", "-b", "2", *common).exit_code == 0
+    assert (
+        enhance(
+            inputs / "low12.mkv", inputs / "low25.mp4", "-o", tmp_path / "batch", "-b", "2", *common
+        ).exit_code
+        == 0
+    )
     alone, _ = read_video(tmp_path / "alone.mkv")
     batched, _ = read_video(tmp_path / "batch" / "low25.mkv")
     # The noise is identical; only float rounding of batch-1 vs batch-2 convolutions differs, so a few
     # pixels may move by one 8-bit level. A different seed moves nearly every pixel by far more.
     diff = np.abs(alone.astype(int) - batched.astype(int))
     assert diff.max() <= 2 and diff.mean() < 0.05
-    assert enhance(inputs / "low25.mp4", "-o", tmp_path / "other.mkv", *common[:-4], "--seed", "4", "--eta", "1").exit_code == 0
+    assert (
+        enhance(
+            inputs / "low25.mp4", "-o", tmp_path / "other.mkv", *common[:-4], "--seed", "4", "--eta", "1"
+        ).exit_code
+        == 0
+    )
     assert not np.array_equal(alone, read_video(tmp_path / "other.mkv")[0])
 
 
@@ -96,8 +141,22 @@ def test_steps_T_eta0_is_the_papers_algorithm_3(model_path, inputs, tmp_path):
     from facenhance_cli.diffusion.noise import frame_generator
     from facenhance_cli.diffusion.schedule import make_schedule
 
-    result = enhance(inputs / "low12.mkv", "--identity", inputs / "identity.png", "-o", tmp_path / "paper.mkv",
-                     "--model", model_path, "--lossless", "--steps", "50", "--eta", "0", "--seed", "5")
+    result = enhance(
+        inputs / "low12.mkv",
+        "--identity",
+        inputs / "identity.png",
+        "-o",
+        tmp_path / "paper.mkv",
+        "--model",
+        model_path,
+        "--lossless",
+        "--steps",
+        "50",
+        "--eta",
+        "0",
+        "--seed",
+        "5",
+    )
     assert result.exit_code == 0, result.output
     got, _ = read_video(tmp_path / "paper.mkv")
 
@@ -115,7 +174,9 @@ def test_steps_T_eta0_is_the_papers_algorithm_3(model_path, inputs, tmp_path):
         f_prev = prev + torch.randn(1, 3, SIZE, SIZE, generator=gen)
         for t in range(49, -1, -1):
             with torch.no_grad():
-                v = model.network(x.float(), torch.tensor([t]), identity, f_prev, to_tensor([low[n]])).double()
+                v = model.network(
+                    x.float(), torch.tensor([t]), identity, f_prev, to_tensor([low[n]])
+                ).double()
             a, s = abar[t] ** 0.5, (1 - abar[t]) ** 0.5
             x0 = (a * x - s * v).clamp(-1, 1)  # v-prediction -> x0, clipped as the sampler does
             eps = (x - a * x0) / s
@@ -150,8 +211,16 @@ def test_interrupt_mid_video_leaves_no_output(model_path, inputs, tmp_path, monk
         return original(*args, **kwargs)
 
     monkeypatch.setattr(recurrent, "generate_frame", flaky)
-    result = enhance(inputs / "low25.mp4", "--identity", inputs / "identity.png", "-o", tmp_path / "out.mp4",
-                     "--model", model_path, "--compare")
+    result = enhance(
+        inputs / "low25.mp4",
+        "--identity",
+        inputs / "identity.png",
+        "-o",
+        tmp_path / "out.mp4",
+        "--model",
+        model_path,
+        "--compare",
+    )
     assert result.exit_code == 130 and "interrupted" in result.output
     assert list(tmp_path.iterdir()) == []
     assert enhance_module  # the pipeline module stayed importable
@@ -196,7 +265,15 @@ def test_audio_is_passed_through(model_path, inputs, tmp_path):
     ],
 )
 def test_error_paths(model_path, inputs, tmp_path, case, code, message):
-    args = [inputs / "low25.mp4", "--identity", inputs / "identity.png", "-o", tmp_path / "o.mp4", "--model", model_path]
+    args = [
+        inputs / "low25.mp4",
+        "--identity",
+        inputs / "identity.png",
+        "-o",
+        tmp_path / "o.mp4",
+        "--model",
+        model_path,
+    ]
     if case == "missing_identity":
         args[2] = tmp_path / "nope.png"
     elif case == "corrupt_video":
@@ -218,7 +295,18 @@ def test_error_paths(model_path, inputs, tmp_path, case, code, message):
 
 
 def test_shard_takes_every_nth_input(model_path, inputs, tmp_path):
-    args = [inputs / "low25.mp4", inputs / "low12.mkv", inputs / "low_big.mp4", "--identity", inputs / "identity.png",
-            "-o", tmp_path, "--model", model_path, "--shard", "1/2"]
+    args = [
+        inputs / "low25.mp4",
+        inputs / "low12.mkv",
+        inputs / "low_big.mp4",
+        "--identity",
+        inputs / "identity.png",
+        "-o",
+        tmp_path,
+        "--model",
+        model_path,
+        "--shard",
+        "1/2",
+    ]
     assert enhance(*args).exit_code == 0
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["low12.mp4"]

@@ -12,7 +12,7 @@ from facenhance_cli.diffusion.denoiser import make_denoiser
 from facenhance_cli.diffusion.recurrent import PrevNoise, generate_frame
 from facenhance_cli.diffusion.samplers import ddim
 from facenhance_cli.diffusion.schedule import make_schedule
-from facenhance_cli.training import TrainOptions, Trainer
+from facenhance_cli.training import Trainer, TrainOptions
 from facenhance_cli.video import read_image, read_video
 
 
@@ -23,11 +23,19 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_tiny_model_overfits_one_frame_pair(tmp_path):
     data = make_prepared_dataset(tmp_path / "data", n_train=1, n_test=0, n_frames=1)
-    config = load_preset("tiny").replace(**{
-        "unet.image_size": 32, "training.batch_size": 1, "training.max_steps": 400, "training.lr": 2e-3,
-        "training.ema_decay": 0.95, "training.flip": False, "training.validate_every": 10_000,
-        "training.sample_every": 10_000, "training.checkpoint_every": 10_000,
-    })
+    config = load_preset("tiny").replace(
+        **{
+            "unet.image_size": 32,
+            "training.batch_size": 1,
+            "training.max_steps": 400,
+            "training.lr": 2e-3,
+            "training.ema_decay": 0.95,
+            "training.flip": False,
+            "training.validate_every": 10_000,
+            "training.sample_every": 10_000,
+            "training.checkpoint_every": 10_000,
+        }
+    )
     trainer = Trainer(TrainOptions(data, tmp_path / "run", config))
     trainer.run()
 
@@ -38,8 +46,9 @@ def test_tiny_model_overfits_one_frame_pair(tmp_path):
     schedule = make_schedule(config.diffusion)
     denoiser = make_denoiser(trainer.ema, schedule, config.diffusion.prediction)
     with torch.no_grad():
-        out = generate_frame(denoiser, ddim, schedule, low, identity, identity, [0], [0],
-                             PrevNoise(1.0), {"steps": 10})
+        out = generate_frame(
+            denoiser, ddim, schedule, low, identity, identity, [0], [0], PrevNoise(1.0), {"steps": 10}
+        )
     generated = to_uint8(out)[0]
     # The identity image is the same scene with a closed mouth; copying it scores this much.
     baseline = psnr(trainer.train_data.clip(0).identity, target)

@@ -45,7 +45,9 @@ def test_ddim_eta1_all_steps_equals_ddpm_with_same_noise():
         return x0, (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
 
     x_T = torch.randn(2, 3, 4, 4, generator=gen)
-    out_ddim = ddim(noisy_denoiser, x_T, SCHEDULE, {}, [frame_generator(1, 0), frame_generator(2, 0)], steps=50, eta=1.0)
+    out_ddim = ddim(
+        noisy_denoiser, x_T, SCHEDULE, {}, [frame_generator(1, 0), frame_generator(2, 0)], steps=50, eta=1.0
+    )
     out_ddpm = ddpm(noisy_denoiser, x_T, SCHEDULE, {}, [frame_generator(1, 0), frame_generator(2, 0)])
     torch.testing.assert_close(out_ddim, out_ddpm, atol=1e-5, rtol=0)
     out_other = ddpm(noisy_denoiser, x_T, SCHEDULE, {}, [frame_generator(3, 0), frame_generator(4, 0)])
@@ -75,7 +77,9 @@ def test_ddim_stride1_eta0_reproduces_the_papers_algorithm():
 def test_samplers_recover_a_single_image_with_the_ideal_denoiser(sampler, options):
     target = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(9)) * 2 - 1
     x_T = torch.randn(1, 3, 4, 4)
-    out = get_sampler(sampler)(analytic_denoiser(target), x_T, SCHEDULE, {}, [frame_generator(0, 0)], **options)
+    out = get_sampler(sampler)(
+        analytic_denoiser(target), x_T, SCHEDULE, {}, [frame_generator(0, 0)], **options
+    )
     torch.testing.assert_close(out, target, atol=1e-4, rtol=0)
 
 
@@ -97,8 +101,16 @@ def test_recurrent_loop_feeds_identity_then_previous_generated_frame():
     lows = [torch.full((1, 3, 4, 4), v) for v in (0.1, -0.3, 0.7)]
     stub = RecordingDenoiser()
     frames = list(
-        generate_video(stub, ddim, SCHEDULE, lows, identity, seeds=[0], prev_noise=PrevNoise(std=0.0),
-                       sampler_options={"steps": 2})
+        generate_video(
+            stub,
+            ddim,
+            SCHEDULE,
+            lows,
+            identity,
+            seeds=[0],
+            prev_noise=PrevNoise(std=0.0),
+            sampler_options={"steps": 2},
+        )
     )
     assert len(frames) == 3 and len(stub.calls) == 6
     torch.testing.assert_close(stub.calls[0]["prev_frame"], identity)  # frame 0: the identity image
@@ -113,8 +125,12 @@ def test_prev_frame_noise_once_per_frame_or_every_step():
     identity = torch.zeros(1, 3, 8, 8)
     low = torch.zeros(1, 3, 4, 4)
     per_frame, per_step = RecordingDenoiser(), RecordingDenoiser()
-    generate_frame(per_frame, ddim, SCHEDULE, low, identity, identity, [0], [0], PrevNoise(1.0, False), {"steps": 3})
-    generate_frame(per_step, ddim, SCHEDULE, low, identity, identity, [0], [0], PrevNoise(1.0, True), {"steps": 3})
+    generate_frame(
+        per_frame, ddim, SCHEDULE, low, identity, identity, [0], [0], PrevNoise(1.0, False), {"steps": 3}
+    )
+    generate_frame(
+        per_step, ddim, SCHEDULE, low, identity, identity, [0], [0], PrevNoise(1.0, True), {"steps": 3}
+    )
     first = per_frame.calls[0]["prev_frame"]
     assert 0.8 < first.std().item() < 1.2  # z ~ N(0, 1) on the previous frame
     assert all(torch.equal(c["prev_frame"], first) for c in per_frame.calls)
@@ -125,7 +141,20 @@ def test_result_does_not_depend_on_batch_composition():
     stub = lambda x_t, t, c: (torch.tanh(x_t + c["prev_frame"]), x_t * 0.5)  # noqa: E731
     identity = torch.zeros(2, 3, 8, 8)
     low = torch.zeros(2, 3, 4, 4)
-    pair = generate_frame(stub, ddim, SCHEDULE, low, identity, identity, [7, 8], [3, 3], PrevNoise(), {"steps": 4, "eta": 1.0})
-    alone = generate_frame(stub, ddim, SCHEDULE, low[:1], identity[:1], identity[:1], [7], [3], PrevNoise(), {"steps": 4, "eta": 1.0})
+    pair = generate_frame(
+        stub, ddim, SCHEDULE, low, identity, identity, [7, 8], [3, 3], PrevNoise(), {"steps": 4, "eta": 1.0}
+    )
+    alone = generate_frame(
+        stub,
+        ddim,
+        SCHEDULE,
+        low[:1],
+        identity[:1],
+        identity[:1],
+        [7],
+        [3],
+        PrevNoise(),
+        {"steps": 4, "eta": 1.0},
+    )
     torch.testing.assert_close(pair[:1], alone)
     assert not torch.allclose(pair[0], pair[1])

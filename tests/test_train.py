@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from facenhance_cli.cli import app
 from facenhance_cli.config import load_preset
-from facenhance_cli.training import TrainOptions, Trainer, train
+from facenhance_cli.training import Trainer, TrainOptions, train
 
 SMALL_SET = ["--preset", "tiny", "--set", "unet.image_size=32"]
 
@@ -33,10 +33,20 @@ def run_cli(*args):
 
 
 def test_loss_goes_down(data_dir, tmp_path):
-    config = tiny_config(**{"training.max_steps": 150, "training.validate_every": 1000, "training.sample_every": 1000,
-                            "training.checkpoint_every": 1000})
+    config = tiny_config(
+        **{
+            "training.max_steps": 150,
+            "training.validate_every": 1000,
+            "training.sample_every": 1000,
+            "training.checkpoint_every": 1000,
+        }
+    )
     train(TrainOptions(data_dir, tmp_path / "run", config))
-    losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    losses = [
+        r["loss"]
+        for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < 0.6 * first, (first, last)
 
@@ -46,7 +56,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(data_dir, tmp_pat
     train(TrainOptions(data_dir, tmp_path / "full", full))
     half = tiny_config(**{"training.max_steps": 6, "training.checkpoint_every": 4})
     train(TrainOptions(data_dir, tmp_path / "split", half))
-    result = run_cli("train", data_dir, "-o", tmp_path / "split", "--max-steps", 12, "--quiet")  # resume, no preset
+    result = run_cli(
+        "train", data_dir, "-o", tmp_path / "split", "--max-steps", 12, "--quiet"
+    )  # resume, no preset
     assert result.exit_code == 0, result.output
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
@@ -58,13 +70,27 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(data_dir, tmp_pat
     state_a = a["training"]["optimizer"]["state"][0]["exp_avg_sq"]
     torch.testing.assert_close(state_a, b["training"]["optimizer"]["state"][0]["exp_avg_sq"], rtol=0, atol=0)
     # The log holds each step once.
-    steps = [r["step"] for r in map(json.loads, (tmp_path / "split" / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    steps = [
+        r["step"]
+        for r in map(json.loads, (tmp_path / "split" / "log.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
     assert steps == sorted(set(steps))
 
 
 def test_run_folder_contents_and_checkpoint_format(data_dir, tmp_path):
-    result = run_cli("train", data_dir, "-o", tmp_path / "run", *SMALL_SET, "--max-steps", 10,
-                     "--set", "training.sample_every=5", "--quiet")
+    result = run_cli(
+        "train",
+        data_dir,
+        "-o",
+        tmp_path / "run",
+        *SMALL_SET,
+        "--max-steps",
+        10,
+        "--set",
+        "training.sample_every=5",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
     for name in ("last.pt", "best.pt", "final.pt", "log.jsonl", "config.toml", "loss.png"):
@@ -87,9 +113,22 @@ def test_run_folder_contents_and_checkpoint_format(data_dir, tmp_path):
 
 
 def test_resume_with_another_config_is_refused(data_dir, tmp_path):
-    assert run_cli("train", data_dir, "-o", tmp_path / "run", *SMALL_SET, "--max-steps", 2, "--quiet").exit_code == 0
-    result = run_cli("train", data_dir, "-o", tmp_path / "run", *SMALL_SET, "--set", "unet.base_channels=16",
-                     "--max-steps", 4, "--quiet")
+    assert (
+        run_cli("train", data_dir, "-o", tmp_path / "run", *SMALL_SET, "--max-steps", 2, "--quiet").exit_code
+        == 0
+    )
+    result = run_cli(
+        "train",
+        data_dir,
+        "-o",
+        tmp_path / "run",
+        *SMALL_SET,
+        "--set",
+        "unet.base_channels=16",
+        "--max-steps",
+        4,
+        "--quiet",
+    )
     assert result.exit_code == 2
     assert "another config" in result.output and "Traceback" not in result.output
 
@@ -142,13 +181,40 @@ def test_ctrl_c_saves_a_checkpoint(data_dir, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_ddp_two_processes_match_one_process(data_dir, tmp_path):
     """torchrun with 2 gloo processes and batch 2 each = one process with batch 4, step for step."""
-    common = ["train", str(data_dir), *SMALL_SET, "--max-steps", "3", "--quiet", "--device", "cpu",
-              "--set", "training.validate_every=100", "--set", "training.sample_every=100"]
+    common = [
+        "train",
+        str(data_dir),
+        *SMALL_SET,
+        "--max-steps",
+        "3",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--set",
+        "training.validate_every=100",
+        "--set",
+        "training.sample_every=100",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-         "-m", "facenhance_cli", *common, "-o", str(tmp_path / "ddp")],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            "-m",
+            "facenhance_cli",
+            *common,
+            "-o",
+            str(tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     single = run_cli(*common, "-o", tmp_path / "single")
@@ -157,4 +223,6 @@ def test_ddp_two_processes_match_one_process(data_dir, tmp_path):
     b = torch.load(tmp_path / "single" / "last.pt", weights_only=True)
     assert a["meta"]["world_size"] == 2 and b["meta"]["world_size"] == 1
     for key in a["training"]["model"]:
-        torch.testing.assert_close(a["training"]["model"][key], b["training"]["model"][key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            a["training"]["model"][key], b["training"]["model"][key], rtol=1e-4, atol=1e-5
+        )

@@ -16,27 +16,76 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def enhance(
-    low: list[Path] = typer.Argument(None, help="Low-res videos (64x64 face on black; any size is resized) or frame folders."),
-    identity: Path | None = typer.Option(None, "--identity", "-i", help="Neutral identity image (any photo; aligned to 192x192 unless it already is)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output video (one input) or folder (many inputs)."),
-    pairs: Path | None = typer.Option(None, "--pairs", help="CSV with columns low, identity[, output]: one identity per video."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model name or checkpoint path or run folder (default: the shipped model)."),
-    models_dir: Path | None = typer.Option(None, "--models-dir", help="Extra folder searched first for --model names (also FACENHANCE_MODELS)."),
-    sampler: str | None = typer.Option(None, "--sampler", help="ddim | ddpm (default: the model's recommendation)."),
-    steps: int | None = typer.Option(None, "--steps", help="DDIM steps (default: the model's). --steps 1000 --eta 0 is the paper's own sampler."),
+    low: list[Path] = typer.Argument(
+        None, help="Low-res videos (64x64 face on black; any size is resized) or frame folders."
+    ),
+    identity: Path | None = typer.Option(
+        None,
+        "--identity",
+        "-i",
+        help="Neutral identity image (any photo; aligned to 192x192 unless it already is).",
+    ),
+    output: Path = typer.Option(
+        ..., "-o", "--output", help="Output video (one input) or folder (many inputs)."
+    ),
+    pairs: Path | None = typer.Option(
+        None, "--pairs", help="CSV with columns low, identity[, output]: one identity per video."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model name or checkpoint path or run folder (default: the shipped model).",
+    ),
+    models_dir: Path | None = typer.Option(
+        None, "--models-dir", help="Extra folder searched first for --model names (also FACENHANCE_MODELS)."
+    ),
+    sampler: str | None = typer.Option(
+        None, "--sampler", help="ddim | ddpm (default: the model's recommendation)."
+    ),
+    steps: int | None = typer.Option(
+        None,
+        "--steps",
+        help="DDIM steps (default: the model's). --steps 1000 --eta 0 is the paper's own sampler.",
+    ),
     eta: float | None = typer.Option(None, "--eta", help="DDIM eta: 0 deterministic, 1 ancestral-like."),
     seed: int = typer.Option(0, "--seed", help="Seed; each video's result is the same whatever the batch."),
-    batch_videos: int | None = typer.Option(None, "--batch-videos", "-b", help="Videos advanced together per network call (default: from device memory)."),
-    shard: str | None = typer.Option(None, "--shard", help="K/N: take every N-th input starting at K (cluster array jobs; automatic under torchrun)."),
+    batch_videos: int | None = typer.Option(
+        None,
+        "--batch-videos",
+        "-b",
+        help="Videos advanced together per network call (default: from device memory).",
+    ),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        help="K/N: take every N-th input starting at K (cluster array jobs; automatic under torchrun).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (the last two on CUDA)."),
-    lossless: bool = typer.Option(False, "--lossless", help="Write FFV1 .mkv (bit-exact; what metrics should read) instead of H.264 .mp4."),
-    save_frames: bool = typer.Option(False, "--save-frames", help="Also write every frame as PNG in OUTPUT_frames/."),
-    compare: bool = typer.Option(False, "--compare", help="Also write OUTPUT_compare: low upscaled | enhanced | identity."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them, so reruns resume)."),
-    prepare_input: bool = typer.Option(False, "--prepare-input", help="Input is a real video: align the face on black with prepare's pipeline first."),
+    lossless: bool = typer.Option(
+        False,
+        "--lossless",
+        help="Write FFV1 .mkv (bit-exact; what metrics should read) instead of H.264 .mp4.",
+    ),
+    save_frames: bool = typer.Option(
+        False, "--save-frames", help="Also write every frame as PNG in OUTPUT_frames/."
+    ),
+    compare: bool = typer.Option(
+        False, "--compare", help="Also write OUTPUT_compare: low upscaled | enhanced | identity."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing outputs (default: skip them, so reruns resume)."
+    ),
+    prepare_input: bool = typer.Option(
+        False,
+        "--prepare-input",
+        help="Input is a real video: align the face on black with prepare's pipeline first.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the summary line."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print notes and per-video results even when not a terminal."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Print notes and per-video results even when not a terminal."
+    ),
 ) -> None:
     """Enhance low-res facial-expression videos to 192x192 with the identity image's background, hair and clothes.
 
@@ -48,7 +97,6 @@ def enhance(
     from facenhance_cli.enhance import (
         EnhanceOptions,
         default_batch_videos,
-        enhance_videos,
         parse_shard,
         plan_jobs,
         take_shard,
@@ -72,8 +120,17 @@ def enhance(
 
         batch_videos = default_batch_videos(device_name, measure_cost(loaded.config).gflop_per_call)
     options = EnhanceOptions(
-        sampler=sampler, steps=steps, eta=eta, seed=seed, batch_videos=batch_videos, device=device_name,
-        precision=precision, lossless=lossless, save_frames=save_frames, compare=compare, overwrite=overwrite,
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        seed=seed,
+        batch_videos=batch_videos,
+        device=device_name,
+        precision=precision,
+        lossless=lossless,
+        save_frames=save_frames,
+        compare=compare,
+        overwrite=overwrite,
         prepare_input=prepare_input,
     )
     show_progress = is_terminal() and not quiet

@@ -52,7 +52,9 @@ def presets(
 
     table = Table(title="facenhance presets (GFLOP per frame = per call x default sampler steps)")
     for column in ("preset", "params", "GFLOP/call", "size", "channels", "loss", "sampler", "GFLOP/frame"):
-        table.add_column(column, justify="left" if column in {"preset", "channels", "loss", "sampler"} else "right")
+        table.add_column(
+            column, justify="left" if column in {"preset", "channels", "loss", "sampler"} else "right"
+        )
     for r in rows:
         table.add_row(
             r["name"],

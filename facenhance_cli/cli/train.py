@@ -20,17 +20,29 @@ def train(
     output: Path = typer.Option(..., "-o", "--output", help="Run folder: checkpoints, logs, samples."),
     preset: str | None = typer.Option(None, "--preset", help="paper | small | tiny (default: small)."),
     config_file: Path | None = typer.Option(None, "--config", help="A TOML config file instead of a preset."),
-    set_: list[str] = typer.Option([], "--set", help="Override one config key: --set training.lr=1e-4 (repeatable)."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override one config key: --set training.lr=1e-4 (repeatable)."
+    ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Train until this many optimiser steps."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Global batch size (split over DDP processes)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Global batch size (split over DDP processes)."
+    ),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
     resume: bool = typer.Option(
-        False, "--resume", help="Require RUN/last.pt and resume it (rerunning into the same RUN also resumes)."
+        False,
+        "--resume",
+        help="Require RUN/last.pt and resume it (rerunning into the same RUN also resumes).",
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (mixed precision needs CUDA)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA; slow first steps)."),
-    workers: int = typer.Option(0, "--workers", help="Reserved for streaming data loaders (clips are decoded in-process)."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 | bf16 | fp16 (mixed precision needs CUDA)."
+    ),
+    compile_: bool = typer.Option(
+        False, "--compile", help="torch.compile the network (CUDA; slow first steps)."
+    ),
+    workers: int = typer.Option(
+        0, "--workers", help="Reserved for streaming data loaders (clips are decoded in-process)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for weights, data order and noise."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -86,11 +98,19 @@ def train(
 
 
 def _train_with_progress(options, max_steps: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from facenhance_cli.training import train as run_training
 
     if not is_terminal():
+
         def log_line(record):
             if "loss" in record and record.get("logged"):
                 typer.echo(
@@ -118,7 +138,10 @@ def _train_with_progress(options, max_steps: int):
         def update(record):
             if "loss" in record:
                 progress.update(
-                    task, completed=record["step"], loss=f"{record['loss']:.4f}", speed=f"{record['steps_per_s']:.2f}"
+                    task,
+                    completed=record["step"],
+                    loss=f"{record['loss']:.4f}",
+                    speed=f"{record['steps_per_s']:.2f}",
                 )
             elif "val_loss" in record:
                 progress.update(task, val=f"{record['val_loss']:.4f}")

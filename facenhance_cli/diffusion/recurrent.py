@@ -24,7 +24,9 @@ class PrevNoise:
     per_step: bool = False  # False: one z per frame (our default); True: a fresh z at every denoising step
 
 
-def noisy_prev_frame(prev_frame: torch.Tensor, std: float, generators: Sequence[torch.Generator]) -> torch.Tensor:
+def noisy_prev_frame(
+    prev_frame: torch.Tensor, std: float, generators: Sequence[torch.Generator]
+) -> torch.Tensor:
     """f_prev + z, z ~ N(0, std^2 I), one generator per row: (B, 3, S, S) -> (B, 3, S, S)."""
     if std == 0:
         return prev_frame

@@ -21,7 +21,9 @@ class Schedule:
     betas: torch.Tensor
     alphas_cumprod: torch.Tensor
     alphas_cumprod_prev: torch.Tensor  # abar_{t-1}, with abar_{-1} = 1
-    posterior_variance: torch.Tensor  # beta tilde_t = beta_t (1 - abar_{t-1}) / (1 - abar_t) (Ho et al. eq. 7)
+    posterior_variance: (
+        torch.Tensor
+    )  # beta tilde_t = beta_t (1 - abar_{t-1}) / (1 - abar_t) (Ho et al. eq. 7)
 
     @property
     def num_timesteps(self) -> int:

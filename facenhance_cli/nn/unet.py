@@ -38,12 +38,18 @@ class ConditionalUNet(nn.Module):
             token_dim = max(ch[lvl] for lvl in u.attention_levels)
             self.encoder = ExpressionEncoder(config.encoder, token_dim, u.groups)
             self.token_proj = nn.ModuleDict(
-                {str(lvl): nn.Linear(token_dim, ch[lvl]) for lvl in u.attention_levels if ch[lvl] != token_dim}
+                {
+                    str(lvl): nn.Linear(token_dim, ch[lvl])
+                    for lvl in u.attention_levels
+                    if ch[lvl] != token_dim
+                }
             )
         self.input_conv = nn.Conv2d(u.in_channels, ch[0], 3, padding=1)
 
         def attention(level: int, channels: int) -> AttentionBlock | None:
-            return AttentionBlock(channels, u.head_channels, u.groups) if level in u.attention_levels else None
+            return (
+                AttentionBlock(channels, u.head_channels, u.groups) if level in u.attention_levels else None
+            )
 
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -61,7 +67,10 @@ class ConditionalUNet(nn.Module):
                 self.downsample.append(Downsample(in_ch))
                 skip_channels.append(in_ch)
         self.middle = nn.ModuleList(
-            [ResBlock(in_ch, in_ch, emb_dim, u.groups, u.dropout), ResBlock(in_ch, in_ch, emb_dim, u.groups, u.dropout)]
+            [
+                ResBlock(in_ch, in_ch, emb_dim, u.groups, u.dropout),
+                ResBlock(in_ch, in_ch, emb_dim, u.groups, u.dropout),
+            ]
         )
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()

@@ -122,6 +122,7 @@ class FrameDataset:
         low_size: int,
         in_memory: bool | None = None,
         cache_clips: int = 16,
+        workers: int = 1,
     ) -> None:
         self.entries = list(entries)
         self.image_size = image_size
@@ -132,20 +133,43 @@ class FrameDataset:
         self._cache_size = cache_clips
         self.index: list[tuple[int, int]] = []  # (clip index, frame index)
         kept_entries = []
-        for entry in self.entries:
-            try:
-                clip = self._load(len(kept_entries), entry)
-            except InputError as exc:
-                log.warning("skipping unreadable clip %s: %s", entry.clip_id, exc)
+        for entry, loaded in zip(self.entries, self._decode_all(workers), strict=True):
+            if isinstance(loaded, InputError):
+                log.warning("skipping unreadable clip %s: %s", entry.clip_id, loaded)
                 continue
             ci = len(kept_entries)
             kept_entries.append(entry)
-            self.index.extend((ci, n) for n in range(len(clip.high)))
-            if not self.in_memory:
-                self._cache.clear()
+            self.index.extend((ci, n) for n in range(loaded))
         self.entries = kept_entries
         if not self.index:
             raise InputError("no readable clips left")
+
+    def _decode_all(self, workers: int) -> list[int | InputError]:
+        """Decode every clip once (in `workers` threads: PyAV releases the GIL); frame counts or errors."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def decode(entry: ClipEntry) -> Clip | int | InputError:
+            try:
+                if self.in_memory:
+                    return load_clip(entry, self.image_size, self.low_size)
+                from facenhance_cli.video import count_frames
+
+                # Streaming: count frames without keeping them; clips are decoded again on demand.
+                n = min(count_frames(entry.folder / "high.mkv"), count_frames(entry.folder / "low.mkv"))
+                return n if n > 0 else InputError(f"clip {entry.clip_id} has no frames")
+            except InputError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            loaded = list(pool.map(decode, self.entries))
+        counts: list[int | InputError] = []
+        for item in loaded:
+            if isinstance(item, Clip):
+                self._cache[len(self._cache)] = item  # keys follow the kept-clip order of __init__
+                counts.append(len(item.high))
+            else:
+                counts.append(item)
+        return counts
 
     def _load(self, ci: int, entry: ClipEntry) -> Clip:
         clip = load_clip(entry, self.image_size, self.low_size)
@@ -158,7 +182,7 @@ class FrameDataset:
             self._cache.move_to_end(ci)
             return self._cache[ci]
         clip = self._load(ci, self.entries[ci])
-        while len(self._cache) > self._cache_size:
+        while not self.in_memory and len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return clip
 

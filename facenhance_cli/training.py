@@ -59,7 +59,7 @@ class TrainOptions:
     device: str = "cpu"
     precision: str = "fp32"  # fp32 | bf16 | fp16 (the last two on CUDA)
     compile: bool = False
-    workers: int = 0
+    workers: int = 1  # threads decoding clips when the data is loaded
     progress: Callable[[dict[str, Any]], None] | None = None  # called with each log record
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted training.* keys applied on resume
 
@@ -149,8 +149,9 @@ class Trainer:
         if not train_entries:
             raise InputError(f"no clips in the train split of {options.data_dir}")
         size, low = self.config.unet.image_size, self.config.encoder.low_size
-        self.train_data = FrameDataset(train_entries, size, low)
-        self.val_data = FrameDataset(val_entries, size, low) if val_entries else None
+        workers = max(1, options.workers)
+        self.train_data = FrameDataset(train_entries, size, low, workers=workers)
+        self.val_data = FrameDataset(val_entries, size, low, workers=workers) if val_entries else None
         if self.tc.batch_size > len(self.train_data):
             raise UsageError(
                 f"batch size {self.tc.batch_size} is larger than the {len(self.train_data)} training frames"

@@ -226,3 +226,26 @@ def test_ddp_two_processes_match_one_process(data_dir, tmp_path):
         torch.testing.assert_close(
             a["training"]["model"][key], b["training"]["model"][key], rtol=1e-4, atol=1e-5
         )
+
+
+def test_unreadable_clip_is_skipped_and_streaming_matches_memory(tmp_path, caplog):
+    from facenhance_cli.data import FrameDataset, read_manifest
+
+    data = make_prepared_dataset(tmp_path / "d", n_train=3, n_test=0, n_frames=3)
+    (data / "s01_clip" / "high.mkv").write_bytes(b"not a video")
+    entries = read_manifest(data)
+    in_memory = FrameDataset(entries, 32, 64, in_memory=True, workers=2)
+    streaming = FrameDataset(entries, 32, 64, in_memory=False, cache_clips=1)
+    assert [e.clip_id for e in in_memory.entries] == ["s00_clip", "s02_clip"]
+    assert "skipping unreadable clip s01_clip" in caplog.text
+    for position in range(len(in_memory)):
+        a, b = in_memory.sample(position, flip=True), streaming.sample(position, flip=True)
+        for key in a:
+            assert (a[key] == b[key]).all()
+    # Frame 0's previous frame is the identity image (what inference conditions frame 0 on).
+    first = in_memory.sample(0, flip=False)
+    assert (first["prev"] == first["identity"]).all()
+    for clip_id in ("s00_clip", "s02_clip"):
+        (data / clip_id / "low.mkv").write_bytes(b"")
+    with pytest.raises(Exception, match="no readable clips"):
+        FrameDataset(read_manifest(data), 32, 64)

@@ -41,7 +41,7 @@ def train(
         False, "--compile", help="torch.compile the network (CUDA; slow first steps)."
     ),
     workers: int = typer.Option(
-        0, "--workers", help="Reserved for streaming data loaders (clips are decoded in-process)."
+        2, "--workers", help="Threads decoding the prepared clips when the data is loaded."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for weights, data order and noise."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),

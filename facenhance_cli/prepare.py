@@ -479,37 +479,13 @@ def process_clip(
         frames, where = _load_frames(source, options)
         n = len(frames)
 
-        # Detect every selected frame; follow one face; landmarks on its box.
-        per_frame = []
-        for frame in frames:
-            per_frame.append(det.detect_faces(frame))
-            if on_frame:
-                on_frame(1)
-        n_faces_max = max(len(b) for b in per_frame)
-        chosen = faces.track_boxes(per_frame)
-        raw = np.full((n, 68, 2), np.nan)
-        for i, face_box in enumerate(chosen):
-            if face_box is not None:
-                raw[i] = det.landmarks_in_box(frames[i], face_box)
-        found = ~np.isnan(raw[:, 0, 0])
-        n_missing = int((~found).sum())
-        if not found.any():
-            raise NoFaceError("no face found")
+        track = faces.track_landmarks(frames, det, options.smooth, on_frame)
+        landmarks, found, raw = track.landmarks, track.found, track.raw
+        n_faces_max, n_missing, n_recovered = track.faces_max, track.n_missing, track.n_recovered
         if n_missing > options.max_missing * n:
             raise NoFaceError(
                 f"no face in {n_missing}/{n} frames (more than --max-missing {options.max_missing})"
             )
-        # Frames without a detection: fit landmarks around the interpolated guess (the detector misses
-        # turned or blurred faces the landmark model still handles); what stays missing is interpolated.
-        n_recovered = 0
-        if n_missing:
-            guess = faces.interpolate_missing(raw)
-            for j in np.flatnonzero(~found):
-                fitted = det.landmarks_near(frames[j], guess[j])
-                if fitted is not None:
-                    raw[j] = fitted
-                    n_recovered += 1
-        landmarks = faces.gaussian_smooth(faces.interpolate_missing(raw), options.smooth)
         face_px = float(np.median([faces.landmark_extent(lm) for lm in landmarks]))
         if face_px < options.min_face:
             raise InputError(f"face too small ({face_px:.0f} px < --min-face {options.min_face:.0f})")

@@ -310,3 +310,21 @@ def test_shard_takes_every_nth_input(model_path, inputs, tmp_path):
     ]
     assert enhance(*args).exit_code == 0
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["low12.mp4"]
+
+
+def test_prepare_input_aligns_a_real_video_first(model_path, inputs, tmp_path, faces_dir, require_weight):
+    require_weight("dlib_landmarks68")
+    from facenhance_cli.enhance import prepared_low_frames
+
+    clip = faces_dir / "clips" / "b01_dreamtalk-mead_M030_front_happy_level3_001.mp4"
+    frames, fps = read_video(clip, max_frames=4)
+    real = tmp_path / "real.mp4"
+    write_video(real, frames, fps)
+    lows = prepared_low_frames(real, 64)
+    assert len(lows) == 4 and lows[0].shape == (64, 64, 3)
+    assert lows[0][-4:, :4].max() == 0 and lows[0][-4:, -4:].max() == 0  # black beside the chin
+    assert lows[0][28:36, 28:36].mean() > 40  # the face in the centre
+    out = tmp_path / "out.mp4"
+    result = enhance(real, "--identity", inputs / "identity.png", "-o", out, "--model", model_path, "--prepare-input")
+    assert result.exit_code == 0, result.output
+    assert read_video(out)[0].shape == (4, SIZE, SIZE, 3)

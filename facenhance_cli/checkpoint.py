@@ -105,3 +105,23 @@ def load_for_inference(path: str | os.PathLike[str], device: str | torch.device 
         raise CheckpointError(f"{path}: weights do not match the stored config ({str(exc)[:160]})") from None
     network.eval().requires_grad_(False).to(device)
     return LoadedModel(network, config, dict(payload.get("meta", {})), Path(path))
+
+
+def export_for_inference(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    half: bool = True,
+    sampling: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """An inference-only copy of a checkpoint: EMA weights (fp16 with `half`), no training state.
+
+    `sampling` overrides the recommended sampler / steps / eta stored with the model; `meta` adds to its
+    metadata (e.g. what it was trained on), so `facenhance models` can show it.
+    """
+    payload = read_checkpoint(source)
+    config = checkpoint_config(payload, source)
+    if sampling:
+        config = config.replace(**{f"sampling.{k}": v for k, v in sampling.items()}).validate()
+    merged = {**payload.get("meta", {}), **(meta or {})}
+    return save_checkpoint(target, config, payload["ema"], merged, half=half)

@@ -61,3 +61,33 @@ def test_foreign_and_newer_files_are_refused(tmp_path):
         read_checkpoint(newer)
     with pytest.raises(CheckpointError, match="not found"):
         read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_export_keeps_ema_drops_training_state_and_sets_recommendations(tmp_path):
+    from typer.testing import CliRunner
+
+    from facenhance_cli.cli import app
+
+    config = load_preset("tiny").replace(**{"unet.image_size": 32})
+    net = build_network(config)
+    training = {"model": net.state_dict(), "optimizer": {}, "scaler": None, "step": 7, "best_val": None}
+    save_checkpoint(tmp_path / "last.pt", config, net.state_dict(), {"step": 7}, training)
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(tmp_path / "last.pt"),
+            "-o",
+            str(tmp_path / "m.pt"),
+            "--steps",
+            "7",
+            "--trained-on",
+            "x",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert "training" not in raw and raw["meta"] == {"step": 7, "trained_on": "x"}
+    assert raw["config"]["sampling"]["steps"] == 7
+    assert all(v.dtype == torch.float16 for v in raw["ema"].values() if v.is_floating_point())
+    assert (tmp_path / "m.pt").stat().st_size < (tmp_path / "last.pt").stat().st_size / 3

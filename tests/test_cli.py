@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from facenhance_cli.cli import app
 
-COMMANDS = ["prepare", "train", "enhance", "eval", "presets", "models"]
+COMMANDS = ["prepare", "train", "enhance", "eval", "presets", "models", "export"]
 
 
 def click_command():

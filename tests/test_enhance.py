@@ -325,6 +325,8 @@ def test_prepare_input_aligns_a_real_video_first(model_path, inputs, tmp_path, f
     assert lows[0][-4:, :4].max() == 0 and lows[0][-4:, -4:].max() == 0  # black beside the chin
     assert lows[0][28:36, 28:36].mean() > 40  # the face in the centre
     out = tmp_path / "out.mp4"
-    result = enhance(real, "--identity", inputs / "identity.png", "-o", out, "--model", model_path, "--prepare-input")
+    result = enhance(
+        real, "--identity", inputs / "identity.png", "-o", out, "--model", model_path, "--prepare-input"
+    )
     assert result.exit_code == 0, result.output
     assert read_video(out)[0].shape == (4, SIZE, SIZE, 3)

@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
     """Add the commands to the app."""
     app.command("presets")(presets)
     app.command("models")(models)
+    app.command("export")(export)
 
 
 @handle_errors
@@ -133,3 +134,24 @@ def models(
             r["path"],
         )
     console.print(table)
+
+
+@handle_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint or run folder (final.pt, last.pt or best.pt)."),
+    output: Path = typer.Option(..., "-o", "--output", help="The inference-only checkpoint to write (.pt)."),
+    half: bool = typer.Option(True, "--half/--fp32", help="Store the weights as fp16 (half the size)."),
+    steps: int | None = typer.Option(None, "--steps", help="Recommended DDIM steps stored with the model."),
+    sampler: str | None = typer.Option(None, "--sampler", help="Recommended sampler stored with the model."),
+    trained_on: str | None = typer.Option(
+        None, "--trained-on", help="What the model was trained on, for `models`."
+    ),
+) -> None:
+    """Write an inference-only copy of a checkpoint (EMA weights, no optimiser), e.g. to share or ship it."""
+    from facenhance_cli.checkpoint import export_for_inference
+    from facenhance_cli.weights import find_model
+
+    sampling = {k: v for k, v in (("steps", steps), ("sampler", sampler)) if v is not None}
+    meta = {"trained_on": trained_on} if trained_on else None
+    path = export_for_inference(find_model(str(checkpoint)), output, half, sampling, meta)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", err=True)

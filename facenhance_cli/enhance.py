@@ -94,6 +94,8 @@ def plan_jobs(
         raise UsageError("--identity IMG is required (or --pairs FILE.csv with an identity column)")
     single_file = len(lows) == 1 and output.suffix.lower() in VIDEO_OUT_SUFFIXES and not output.is_dir()
     if single_file:
+        if lossless and output.suffix.lower() != ".mkv":
+            raise UsageError(f"--lossless writes FFV1, which needs an .mkv output, not {output.name}")
         return [EnhanceJob(lows[0], identity, output)]
     if output.suffix.lower() in VIDEO_OUT_SUFFIXES and not output.is_dir():
         raise UsageError(f"{len(lows)} inputs need an output folder, not the file name {output}")

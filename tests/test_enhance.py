@@ -262,6 +262,7 @@ def test_audio_is_passed_through(model_path, inputs, tmp_path):
         ("foreign_checkpoint", 1, "not a facenhance checkpoint"),
         ("bad_steps", 2, "--steps"),
         ("no_identity", 2, "--identity"),
+        ("lossless_mp4", 2, ".mkv"),
     ],
 )
 def test_error_paths(model_path, inputs, tmp_path, case, code, message):
@@ -285,6 +286,8 @@ def test_error_paths(model_path, inputs, tmp_path, case, code, message):
         args[-1] = tmp_path / "foreign.pt"
     elif case == "bad_steps":
         args += ["--steps", "5000"]
+    elif case == "lossless_mp4":
+        args += ["--lossless"]
     elif case == "no_identity":
         args = args[:1] + args[3:]
     result = enhance(*args)

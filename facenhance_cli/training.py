@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import platform
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +37,8 @@ from facenhance_cli.diffusion.schedule import make_schedule, q_sample
 from facenhance_cli.errors import FacenhanceError, InputError, UsageError
 from facenhance_cli.fileio import write_text
 from facenhance_cli.nn.unet import build_network
+
+log = logging.getLogger(__name__)
 
 # Keys that may change when a run is resumed (how long and how often), unlike the model and optimisation.
 RESUME_MUTABLE = {"max_steps", "checkpoint_every", "validate_every", "sample_every", "log_every"}
@@ -145,13 +150,18 @@ class Trainer:
 
         entries = read_manifest(options.data_dir)
         train_entries = [e for e in entries if e.split == "train"]
-        val_entries = [e for e in entries if e.split != "train"]
+        val_entries = [e for e in entries if e.split == "test"]
         if not train_entries:
             raise InputError(f"no clips in the train split of {options.data_dir}")
         size, low = self.config.unet.image_size, self.config.encoder.low_size
         workers = max(1, options.workers)
         self.train_data = FrameDataset(train_entries, size, low, workers=workers)
-        self.val_data = FrameDataset(val_entries, size, low, workers=workers) if val_entries else None
+        self.val_data: FrameDataset | None = None
+        if val_entries:
+            try:
+                self.val_data = FrameDataset(val_entries, size, low, workers=workers)
+            except InputError as exc:
+                log.warning("no validation: the test split is unreadable (%s)", exc)
         if self.tc.batch_size > len(self.train_data):
             raise UsageError(
                 f"batch size {self.tc.batch_size} is larger than the {len(self.train_data)} training frames"
@@ -200,9 +210,11 @@ class Trainer:
                     f"{self.run_dir} holds a run with another config ({mismatch}); "
                     "use a new -o RUN folder, or drop --preset/--config/--set to resume it"
                 )
+        if not self.options.config_explicit:
+            # No preset or config named: the run's own settings, with only what the command line gave.
+            return saved.replace(**self.options.overrides) if self.options.overrides else saved
         training = {k: v for k, v in requested.to_dict()["training"].items() if k in RESUME_MUTABLE}
-        keep = saved.replace(**{f"training.{k}": v for k, v in training.items()})
-        return keep.replace(**self.options.overrides) if self.options.overrides else keep
+        return saved.replace(**{f"training.{k}": v for k, v in training.items()})
 
     def _autocast_dtype(self, precision: str) -> torch.dtype | None:
         if precision == "fp32":
@@ -220,6 +232,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.best_val = state.get("best_val")
+        if state.get("torch_rng") is not None:
+            torch.set_rng_state(state["torch_rng"])
 
     # -- one step ----------------------------------------------------------------------------------------
     def _batch(self, step: int) -> dict[str, torch.Tensor]:
@@ -393,6 +407,8 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "step": self.step,
             "best_val": self.best_val,
+            # Only dropout draws from the global generator; everything else is keyed by (seed, step).
+            "torch_rng": torch.get_rng_state(),
         }
         save_checkpoint(self.last_path, self.config, self.ema.state_dict(), self._meta(), training_state)
 
@@ -423,8 +439,15 @@ class Trainer:
             self._trim_log()
         start_step, start_time = self.step, time.perf_counter()
         window_start, window_steps = time.perf_counter(), 0
+        # Ctrl-C only sets a flag, checked between steps: a checkpoint never holds a half-applied update.
+        interrupted = []
+        previous_handler = None
+        if threading.current_thread() is threading.main_thread():
+            previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
         try:
             while self.step < tc.max_steps:
+                if interrupted:
+                    raise KeyboardInterrupt
                 stats = self.train_step()
                 window_steps += 1
                 step = self.step
@@ -461,11 +484,18 @@ class Trainer:
                     self.sample_grid(self.run_dir / "samples" / f"step_{step:07d}.png")
                 if step % tc.checkpoint_every == 0 or step == tc.max_steps:
                     self.save_last()
+                    if self.dist.is_main:
+                        plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
         except KeyboardInterrupt:
             self.save_last()
+            if self.dist.is_main:
+                plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
             raise TrainingInterrupted(
                 f"interrupted at step {self.step}; checkpoint saved to {self.last_path}: rerun the same command to resume"
             ) from None
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
         if self.dist.is_main:
             save_checkpoint(self.run_dir / "final.pt", self.config, self.ema.state_dict(), self._meta())
             plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")

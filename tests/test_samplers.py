@@ -33,6 +33,14 @@ def test_trailing_timesteps_start_at_T_minus_1():
         ddim_timesteps(1000, 0)
 
 
+@pytest.mark.parametrize("num_timesteps", [50, 100, 1000])
+def test_trailing_timesteps_have_exactly_the_steps_asked_for(num_timesteps):
+    for steps in range(1, num_timesteps + 1):
+        ts = ddim_timesteps(num_timesteps, steps)
+        assert len(ts) == steps and ts[0] == num_timesteps - 1 and ts[-1] >= 0
+        assert all(a > b for a, b in zip(ts, ts[1:], strict=False))
+
+
 def test_ddim_eta1_all_steps_equals_ddpm_with_same_noise():
     gen = torch.Generator().manual_seed(0)
     target = torch.rand(1, 3, 4, 4, generator=gen) * 2 - 1

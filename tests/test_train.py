@@ -63,6 +63,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(data_dir, tmp_pat
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     assert a["training"]["step"] == b["training"]["step"] == 12
+    # Resuming without a preset keeps the run's own settings (log every 5 steps), not the default preset's.
+    assert b["config"]["training"]["log_every"] == 5 and b["config"]["training"]["max_steps"] == 12
     for key in a["ema"]:
         torch.testing.assert_close(a["ema"][key], b["ema"][key], rtol=0, atol=0)
         torch.testing.assert_close(a["training"]["model"][key], b["training"]["model"][key], rtol=0, atol=0)

@@ -23,7 +23,8 @@ def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
     """Descending timesteps with "trailing" spacing (Lin et al. 2024, Table 2): always starts at T-1."""
     if not 1 <= steps <= num_timesteps:
         raise ValueError(f"steps must be in 1..{num_timesteps}, got {steps}")
-    ts = np.round(np.arange(num_timesteps, 0, -num_timesteps / steps)).astype(np.int64) - 1
+    # T - i T / S for i < S, rounded: exactly S values (np.arange with a float stride can give S + 1).
+    ts = np.round(num_timesteps - np.arange(steps) * (num_timesteps / steps)).astype(np.int64) - 1
     return [int(t) for t in ts]
 
 

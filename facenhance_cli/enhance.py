@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from facenhance_cli.errors import FacenhanceError, InputError, UsageError
+from facenhance_cli.fileio import temp_path_for
 
-VIDEO_OUT_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm"}
+VIDEO_OUT_SUFFIXES = {".mp4", ".mkv", ".mov"}  # containers that hold H.264 (and FFV1 for .mkv)
 
 
 @dataclass(frozen=True)
@@ -87,22 +88,35 @@ def plan_jobs(
     if pairs_csv is not None:
         if lows:
             raise UsageError("give LOW videos or --pairs, not both")
-        return read_pairs(pairs_csv, output, suffix)
+        return read_pairs(pairs_csv, output, suffix, lossless)
     if not lows:
         raise UsageError("no input videos given (LOW... or --pairs FILE.csv)")
     if identity is None:
         raise UsageError("--identity IMG is required (or --pairs FILE.csv with an identity column)")
-    single_file = len(lows) == 1 and output.suffix.lower() in VIDEO_OUT_SUFFIXES and not output.is_dir()
-    if single_file:
-        if lossless and output.suffix.lower() != ".mkv":
-            raise UsageError(f"--lossless writes FFV1, which needs an .mkv output, not {output.name}")
+    looks_like_file = bool(output.suffix) and not output.is_dir()
+    if looks_like_file:
+        check_output_name(output, lossless)
+        if len(lows) > 1:
+            raise UsageError(f"{len(lows)} inputs need an output folder, not the file name {output}")
         return [EnhanceJob(lows[0], identity, output)]
-    if output.suffix.lower() in VIDEO_OUT_SUFFIXES and not output.is_dir():
-        raise UsageError(f"{len(lows)} inputs need an output folder, not the file name {output}")
     jobs = [
         EnhanceJob(low, identity, output / f"{low.stem if low.is_file() else low.name}{suffix}")
         for low in lows
     ]
+    return check_distinct_outputs(jobs)
+
+
+def check_output_name(output: Path, lossless: bool) -> None:
+    """An output file must be a container facenhance writes: .mp4/.mov (H.264) or .mkv (H.264 or FFV1)."""
+    suffix = output.suffix.lower()
+    if suffix not in VIDEO_OUT_SUFFIXES:
+        raise UsageError(f"cannot write {output.name}: use an .mp4, .mov or .mkv output (or a folder)")
+    if lossless and suffix != ".mkv":
+        raise UsageError(f"--lossless writes FFV1, which needs an .mkv output, not {output.name}")
+
+
+def check_distinct_outputs(jobs: list[EnhanceJob]) -> list[EnhanceJob]:
+    """Refuse two jobs writing the same file."""
     seen: dict[Path, Path] = {}
     for job in jobs:
         if job.output in seen:
@@ -111,7 +125,7 @@ def plan_jobs(
     return jobs
 
 
-def read_pairs(path: Path, output_dir: Path, suffix: str) -> list[EnhanceJob]:
+def read_pairs(path: Path, output_dir: Path, suffix: str, lossless: bool = False) -> list[EnhanceJob]:
     """--pairs CSV with columns low, identity, output (output optional; relative paths from the CSV's folder)."""
     if not path.is_file():
         raise UsageError(f"--pairs file not found: {path}")
@@ -124,14 +138,17 @@ def read_pairs(path: Path, output_dir: Path, suffix: str) -> list[EnhanceJob]:
             raise UsageError(
                 f"{path} needs the columns low, identity (and optionally output); missing {sorted(missing)}"
             )
-        for row in reader:
-            low = base / row["low"]
+        for line_no, row in enumerate(reader, 2):
+            if not row.get("low") or not row.get("identity"):
+                raise UsageError(f"{path}:{line_no}: the low and identity columns must not be empty")
             out = row.get("output") or ""
             output = (base / out) if out else output_dir / f"{Path(row['low']).stem}{suffix}"
-            jobs.append(EnhanceJob(low, base / row["identity"], output))
+            if out:
+                check_output_name(output, lossless)
+            jobs.append(EnhanceJob(base / row["low"], base / row["identity"], output))
     if not jobs:
         raise UsageError(f"{path} lists no videos")
-    return jobs
+    return check_distinct_outputs(jobs)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -265,12 +282,16 @@ def enhance_videos(
     sampler = get_sampler(sampler_name)
     sampler_options: dict[str, Any] = {}
     if sampler_name == "ddim":
-        sampler_options["steps"] = options.steps or config.sampling.steps
+        sampler_options["steps"] = config.sampling.steps if options.steps is None else options.steps
         sampler_options["eta"] = config.sampling.eta if options.eta is None else options.eta
         if not 1 <= sampler_options["steps"] <= schedule.num_timesteps:
             raise UsageError(f"--steps must be in 1..{schedule.num_timesteps}")
+        if sampler_options["eta"] < 0:
+            raise UsageError("--eta must be >= 0")
     elif options.steps not in (None, schedule.num_timesteps):
         raise UsageError(f"--sampler ddpm always runs all {schedule.num_timesteps} steps; use ddim for fewer")
+    elif options.eta is not None:
+        raise UsageError("--eta applies to the ddim sampler only (ddpm is ancestral)")
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
     if autocast is not None and not options.device.startswith("cuda"):
         raise UsageError(f"--precision {options.precision} needs a CUDA device")
@@ -286,13 +307,14 @@ def enhance_videos(
 
     def finish(state: _Active, error: BaseException | None) -> None:
         for writer in reversed(state.writers):
-            if error is None:
-                writer.__exit__(None, None, None)
-            else:
-                try:
+            try:
+                if error is None:
+                    writer.__exit__(None, None, None)
+                else:
                     writer.__exit__(type(error), error, error.__traceback__)
-                except BaseException:
-                    pass
+            except Exception as exc:  # a failed close (trailer, disk full) fails this video only
+                error = error or exc
+        _close_frames_dir(state, error is None)
         seconds = time.perf_counter() - state.started
         if error is None:
             result = JobResult(state.job, "done", state.n, seconds)
@@ -337,7 +359,10 @@ def enhance_videos(
                     lossless=options.lossless,
                 )
                 writers.append(compare.__enter__())
-            frames_dir = job.output.with_name(f"{job.output.stem}_frames") if options.save_frames else None
+            frames_dir = None
+            if options.save_frames:  # written under a temporary name, renamed when the video is done
+                frames_dir = temp_path_for(job.output.with_name(f"{job.output.stem}_frames"))
+                frames_dir.mkdir(parents=True)
             identity = to_model([identity_uint8], options.device)
             state = _Active(
                 job,
@@ -353,7 +378,7 @@ def enhance_videos(
             if reporter.on_job_start:
                 reporter.on_job_start(job, info.n_frames)
             return state
-        except (FacenhanceError, OSError) as exc:
+        except Exception as exc:  # one bad video never stops the batch (PyAV raises ValueErrors too)
             for writer in writers:
                 writer.__exit__(type(exc), exc, exc.__traceback__)
             result = JobResult(job, "failed", message=_one_line(exc))
@@ -397,7 +422,7 @@ def enhance_videos(
                     state.prev = frame[i : i + 1]
                     state.n += 1
                     state.next_low = next(state.frames, None)
-                except (FacenhanceError, OSError) as exc:
+                except Exception as exc:  # e.g. a container that refuses the audio codec
                     finish(state, exc)
                     continue
                 if state.next_low is None:
@@ -409,6 +434,7 @@ def enhance_videos(
             active = still_active
     except BaseException as exc:  # Ctrl-C or a crash: no partial outputs left behind
         for state in active:
+            _close_frames_dir(state, success=False)
             for writer in reversed(state.writers):
                 try:
                     writer.__exit__(type(exc), exc, exc.__traceback__)
@@ -431,6 +457,24 @@ def _write_outputs(state: _Active, frame: np.ndarray, low: np.ndarray, size: int
         write_image(state.frames_dir / f"frame_{state.n:05d}.png", frame)
 
 
+def _close_frames_dir(state: _Active, success: bool) -> None:
+    """Rename the temporary PNG folder to OUTPUT_frames on success, delete it otherwise."""
+    import shutil
+
+    if state.frames_dir is None or not state.frames_dir.exists():
+        return
+    if success:
+        final = state.job.output.with_name(f"{state.job.output.stem}_frames")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(state.frames_dir, final)
+    else:
+        shutil.rmtree(state.frames_dir, ignore_errors=True)
+
+
 def _one_line(exc: BaseException) -> str:
+    if not isinstance(exc, (FacenhanceError, OSError)):
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
+MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}  # what the mp4 muxer takes as is
 FRAME_FOLDER_FPS = Fraction(25)  # frame folders carry no rate; MUG was recorded at 19 fps, most others 25
 
 
@@ -254,6 +255,20 @@ class VideoWriter:
     def _start(self, width: int, height: int) -> None:
         import av
 
+        self._open_streams(width, height, with_audio=self.audio_from is not None)
+        if self._audio_out is None:
+            return
+        try:
+            assert self._container is not None
+            self._container.start_encoding()  # writes the header: fails now if the muxer refuses the audio
+        except (ValueError, av.error.FFmpegError):
+            # This container cannot hold the source's audio codec (e.g. PCM in .mp4): keep the video only.
+            self._close_container()
+            self._open_streams(width, height, with_audio=False)
+
+    def _open_streams(self, width: int, height: int, with_audio: bool) -> None:
+        import av
+
         self._container = av.open(str(self._tmp), mode="w")
         if self.lossless:
             stream = self._container.add_stream("ffv1", rate=self.fps)
@@ -265,7 +280,7 @@ class VideoWriter:
         stream.width = width
         stream.height = height
         self._stream = stream
-        if self.audio_from is not None:
+        if with_audio:
             self._add_audio_stream()
 
     def write(self, frame: np.ndarray) -> None:
@@ -291,6 +306,10 @@ class VideoWriter:
             return
         if not source.streams.audio:
             source.close()
+            return
+        codec = source.streams.audio[0].codec_context.name
+        if self.path.suffix.lower() == ".mp4" and codec not in MP4_AUDIO_CODECS:
+            source.close()  # e.g. PCM from .avi/.mov: mp4 cannot hold it; keep the video, drop the audio
             return
         try:
             self._audio_out = self._container.add_stream_from_template(source.streams.audio[0])
@@ -323,20 +342,27 @@ class VideoWriter:
                 for packet in self._stream.encode():
                     self._container.mux(packet)
                 self._copy_audio()
+                self._close_container(check=True)  # the trailer: a failure here is a failed write
         except BaseException as error:
-            self._close_container()
+            self._close_container(check=False)
             self._atomic.__exit__(type(error), error, error.__traceback__)
             raise
-        self._close_container()
+        self._close_container(check=False)
         self._atomic.__exit__(exc_type, exc, tb)
 
-    def _close_container(self) -> None:
+    def _close_container(self, check: bool = False) -> None:
+        """Close input and output; with `check=False` (cleaning up after an error) close errors are ignored."""
         if self._audio_source is not None:
             self._audio_source.close()
             self._audio_source = None
+        self._audio_out = None
         if self._container is not None:
-            self._container.close()
-            self._container = None
+            container, self._container = self._container, None
+            try:
+                container.close()
+            except Exception:
+                if check:
+                    raise
 
 
 def write_video(

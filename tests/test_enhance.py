@@ -220,6 +220,7 @@ def test_interrupt_mid_video_leaves_no_output(model_path, inputs, tmp_path, monk
         "--model",
         model_path,
         "--compare",
+        "--save-frames",
     )
     assert result.exit_code == 130 and "interrupted" in result.output
     assert list(tmp_path.iterdir()) == []
@@ -263,6 +264,7 @@ def test_audio_is_passed_through(model_path, inputs, tmp_path):
         ("bad_steps", 2, "--steps"),
         ("no_identity", 2, "--identity"),
         ("lossless_mp4", 2, ".mkv"),
+        ("webm_output", 2, "use an .mp4"),
     ],
 )
 def test_error_paths(model_path, inputs, tmp_path, case, code, message):
@@ -286,6 +288,8 @@ def test_error_paths(model_path, inputs, tmp_path, case, code, message):
         args[-1] = tmp_path / "foreign.pt"
     elif case == "bad_steps":
         args += ["--steps", "5000"]
+    elif case == "webm_output":
+        args[4] = tmp_path / "o.webm"
     elif case == "lossless_mp4":
         args += ["--lossless"]
     elif case == "no_identity":

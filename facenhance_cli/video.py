@@ -191,7 +191,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"image not found: {path}")
     data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    # IMREAD_COLOR | IMREAD_ANYDEPTH applies EXIF orientation (phone portraits) and keeps 16-bit depth;
+    # IMREAD_UNCHANGED would ignore the orientation. Grey becomes 3 channels and alpha is dropped.
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
     if image is None:
         raise InputError(f"cannot read image {path}")
     if image.dtype == np.uint16:

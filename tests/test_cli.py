@@ -92,3 +92,18 @@ def test_models_lists_a_checkpoint_from_the_models_dir(tmp_path):
 def test_version():
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("facenhance ")
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["enhance", "x.mp4"], "--output"),
+        (["train", "d", "-o", "r", "--max-steps", "abc"], "--max-steps"),
+        (["nosuch"], "No such command"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(args, fragment):
+    result = subprocess.run([sys.executable, "-m", "facenhance_cli", *args], capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0]

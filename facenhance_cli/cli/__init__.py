@@ -48,5 +48,22 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: usage errors are one line (`error: ...`, exit 2), never a rich panel."""
+    import sys
+
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:
+        # Click's (or Typer's vendored click's) usage errors carry format_message() and exit_code.
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message())  # type: ignore[attr-defined]
+            sys.exit(0)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message} (see --help)", err=True)
+            sys.exit(exc.exit_code)
+        if type(exc).__name__ == "Abort":
+            typer.echo("error: interrupted", err=True)
+            sys.exit(130)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -61,21 +61,22 @@ def is_terminal() -> bool:
 
 
 def resolve_device(name: str) -> str:
-    """`auto` -> cuda, then mps, then cpu; an unavailable device is a usage error."""
+    """`auto` -> cuda (this process's LOCAL_RANK GPU under torchrun) else cpu; unavailable devices are usage errors.
+
+    Apple's MPS is refused: the samplers and the schedule compute in float64, which MPS does not support.
+    """
     import torch
 
     from facenhance_cli.errors import UsageError
 
+    if name == "mps":
+        raise UsageError("--device mps is not supported (float64 sampler maths); use --device cpu")
     if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but torch sees no CUDA device")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UsageError("--device mps asked for, but MPS is not available")
-    if name not in {"cpu", "mps"} and not name.startswith("cuda"):
-        raise UsageError(f"unknown --device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UsageError(f"unknown --device {name!r}: use auto, cpu, cuda or cuda:N")
+    if name == "cuda" and os.environ.get("LOCAL_RANK"):
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"  # one GPU per torchrun process
     return name

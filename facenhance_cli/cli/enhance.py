@@ -61,7 +61,7 @@ def enhance(
         "--shard",
         help="K/N: take every N-th input starting at K (cluster array jobs; automatic under torchrun).",
     ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (the last two on CUDA)."),
     lossless: bool = typer.Option(
         False,

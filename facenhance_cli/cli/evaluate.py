@@ -126,9 +126,7 @@ def register(app: typer.Typer) -> None:
         weights_dir: Path = typer.Option(
             None, "--weights-dir", help="Folder of third-party weights (I3D, dlib)."
         ),
-        device: str = typer.Option(
-            "auto", "--device", help="Device for the I3D: auto, cpu, cuda, cuda:N, mps."
-        ),
+        device: str = typer.Option("auto", "--device", help="Device for the I3D: auto, cpu, cuda, cuda:N."),
         batch_size: int = typer.Option(4, "--batch-size", help="Clips per I3D forward pass."),
         quiet: bool = typer.Option(
             False, "--quiet", "-q", help="No table, no progress; notes still go to stderr."

@@ -33,7 +33,7 @@ def train(
         "--resume",
         help="Require RUN/last.pt and resume it (rerunning into the same RUN also resumes).",
     ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option(
         "fp32", "--precision", help="fp32 | bf16 | fp16 (mixed precision needs CUDA)."
     ),

@@ -156,6 +156,39 @@ class FacenhanceConfig:
             raise UsageError(f"sampling.steps must be in 1..{d.num_timesteps}")
         if self.training.optimizer not in {"adam", "adamw"}:
             raise UsageError(f"unknown training.optimizer {self.training.optimizer!r}: adam or adamw")
+        for level in u.attention_levels:
+            channels = u.base_channels * u.channel_mult[level]
+            if u.head_channels <= 0 or channels % u.head_channels:
+                raise UsageError(
+                    f"unet.head_channels {u.head_channels} must divide the {channels} channels of level {level}"
+                )
+        if u.base_channels % 2:
+            raise UsageError("unet.base_channels must be even (sinusoidal timestep embedding)")
+        if not self.encoder.channels or any(c <= 0 for c in self.encoder.channels):
+            raise UsageError("encoder.channels must be a non-empty list of positive numbers")
+        if any(c % min(u.groups, c) for c in self.encoder.channels):
+            raise UsageError(
+                f"each of encoder.channels must be divisible by unet.groups ({u.groups}) or smaller"
+            )
+        t = self.training
+        for key in (
+            "batch_size",
+            "max_steps",
+            "checkpoint_every",
+            "validate_every",
+            "sample_every",
+            "log_every",
+        ):
+            if getattr(t, key) < 1:
+                raise UsageError(f"training.{key} must be at least 1")
+        if t.seed < 0:
+            raise UsageError("training.seed must be >= 0")
+        if t.lr <= 0 or not 0 <= t.ema_decay < 1:
+            raise UsageError("training.lr must be > 0 and training.ema_decay in [0, 1)")
+        if d.num_timesteps < 1 or not 0 < d.beta_start < d.beta_end < 1:
+            raise UsageError("diffusion needs num_timesteps >= 1 and 0 < beta_start < beta_end < 1")
+        if self.sampling.eta < 0 or self.conditioning.prev_noise_std < 0:
+            raise UsageError("sampling.eta and conditioning.prev_noise_std must be >= 0")
         return self
 
 

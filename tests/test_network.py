@@ -91,3 +91,20 @@ def test_invalid_configs_are_refused():
         tiny(**{"unet.image_size": 30}).validate()
     with pytest.raises(UsageError, match="prediction"):
         tiny(**{"diffusion.prediction": "noise"}).validate()
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("unet.head_channels", 48, "head_channels"),
+        ("training.log_every", 0, "log_every"),
+        ("training.batch_size", 0, "batch_size"),
+        ("training.seed", -1, "seed"),
+        ("sampling.eta", -0.5, "eta"),
+        ("encoder.channels", [6, 16, 32], "encoder.channels"),  # tiny has 4 groups
+        ("diffusion.beta_end", 0.00001, "beta"),
+    ],
+)
+def test_bad_values_are_usage_errors(key, value, message):
+    with pytest.raises(UsageError, match=message):
+        load_preset("tiny").replace(**{key: value}).validate()

@@ -49,7 +49,9 @@ def enhance(
         help="DDIM steps (default: the model's). --steps 1000 --eta 0 is the paper's own sampler.",
     ),
     eta: float | None = typer.Option(None, "--eta", help="DDIM eta: 0 deterministic, 1 ancestral-like."),
-    seed: int = typer.Option(0, "--seed", help="Seed; each video's result is the same whatever the batch."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, help="Seed; each video's result is the same whatever the batch."
+    ),
     batch_videos: int | None = typer.Option(
         None,
         "--batch-videos",

@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         split: float = typer.Option(
             0.75, "--split", help="Fraction of subjects in the train split (subject-independent)."
         ),
-        seed: int = typer.Option(0, "--seed", help="Seed of the subject split."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Seed of the subject split."),
         split_file: Path | None = typer.Option(
             None,
             "--split-file",

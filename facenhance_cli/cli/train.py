@@ -43,7 +43,7 @@ def train(
     workers: int = typer.Option(
         2, "--workers", help="Threads decoding the prepared clips when the data is loaded."
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for weights, data order and noise."),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="Seed for weights, data order and noise."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Train the enhancer (Algorithm 1) on prepared clips; resumable, with logs, checkpoints and sample grids.
@@ -71,7 +71,7 @@ def train(
             training_overrides[f"training.{key}"] = value
     if any(k in training_overrides for k in ("training.batch_size", "training.lr", "training.seed")):
         explicit = True
-    config = config.replace(**overrides, **training_overrides).validate()
+    config = config.replace(**{**overrides, **training_overrides}).validate()  # flags win over --set
     options = TrainOptions(
         data_dir=data,
         run_dir=output,

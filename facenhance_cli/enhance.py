@@ -48,6 +48,9 @@ class EnhanceOptions:
     compare: bool = False
     overwrite: bool = False
     prepare_input: bool = False
+    weights_dir: Path | None = (
+        None  # third-party weights (face detection, landmarks) for identity / --prepare-input
+    )
 
 
 @dataclass
@@ -172,21 +175,21 @@ def take_shard(jobs: list[EnhanceJob], k: int, n: int) -> list[EnhanceJob]:
 # -- inputs ----------------------------------------------------------------------------------------------
 
 
-def load_identity(path: Path, size: int) -> tuple[np.ndarray, str | None]:
+def load_identity(path: Path, size: int, weights_dir: Path | None = None) -> tuple[np.ndarray, str | None]:
     """The identity image at size x size: used as is when already that size, else aligned like prepare does."""
     from facenhance_cli.video import read_image
 
     image = read_image(path)
     if image.shape[0] == size and image.shape[1] == size:
         return image, None
-    from facenhance_cli.faces import align_identity
+    from facenhance_cli.faces import align_identity, default_detector
 
-    aligned = align_identity(image, size=size)
+    aligned = align_identity(image, size=size, detector=default_detector(weights_dir=weights_dir))
     return aligned, f"{path.name}: {image.shape[1]}x{image.shape[0]} photo aligned to {size}x{size}"
 
 
 def low_frame_stream(
-    path: Path, low_size: int, prepare_input: bool
+    path: Path, low_size: int, prepare_input: bool, weights_dir: Path | None = None
 ) -> tuple[Iterator[np.ndarray], str | None]:
     """Low frames at low_size x low_size: resized when needed, or run through prepare's alignment first."""
     import cv2
@@ -196,7 +199,7 @@ def low_frame_stream(
     info = probe_video(path)
     if prepare_input:
         return iter(
-            prepared_low_frames(path, low_size)
+            prepared_low_frames(path, low_size, weights_dir)
         ), f"{path.name}: faces aligned with prepare's low pipeline"
     note = None
     if (info.width, info.height) != (low_size, low_size):
@@ -211,14 +214,14 @@ def low_frame_stream(
     return frames(), note
 
 
-def prepared_low_frames(path: Path, low_size: int) -> list[np.ndarray]:
+def prepared_low_frames(path: Path, low_size: int, weights_dir: Path | None = None) -> list[np.ndarray]:
     """A real (not black-background) video -> OpenFace-style aligned faces on black, as `prepare` makes them."""
     from facenhance_cli import faces
     from facenhance_cli.video import iter_frames
 
     frames = list(iter_frames(path))
-    landmarks = faces.track_landmarks(frames, faces.default_detector()).landmarks
-    template = faces.alignment_template()
+    landmarks = faces.track_landmarks(frames, faces.default_detector(weights_dir=weights_dir)).landmarks
+    template = faces.alignment_template(weights_dir)
     return [
         faces.align_face(f, lm, template, low_size).image for f, lm in zip(frames, landmarks, strict=True)
     ]
@@ -334,12 +337,12 @@ def enhance_videos(
         writers: list[Any] = []
         try:
             if job.identity not in identity_cache:
-                identity_cache[job.identity] = load_identity(job.identity, size)
+                identity_cache[job.identity] = load_identity(job.identity, size, options.weights_dir)
             identity_uint8, note = identity_cache[job.identity]
             if note and note not in reporter.notes:
                 reporter.notes.append(note)
             info = probe_video(job.low)
-            frames, note = low_frame_stream(job.low, low_size, options.prepare_input)
+            frames, note = low_frame_stream(job.low, low_size, options.prepare_input, options.weights_dir)
             if note:
                 reporter.notes.append(note)
             first = next(frames, None)

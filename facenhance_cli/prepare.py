@@ -721,6 +721,7 @@ def run_prepare(
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures.process import BrokenProcessPool
 
             from facenhance_cli import faces
 
@@ -731,7 +732,13 @@ def run_prepare(
                 futures = {pool.submit(_worker, (s, out, options)): s for s in sources}
                 try:
                     for future in as_completed(futures):
-                        result = future.result()
+                        try:
+                            result = future.result()
+                        except BrokenProcessPool:
+                            # A worker died (segfault, out-of-memory kill): that clip fails, the batch goes on.
+                            src = futures[future]
+                            result = ClipResult(src.clip_id, str(src.path), src.subject, src.expression, "failed")
+                            result.reason = "the worker process died (out of memory?)"
                         results.append(result)
                         if on_clip:
                             on_clip(result)

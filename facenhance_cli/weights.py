@@ -29,7 +29,7 @@ class WeightFile:
     source: str
 
 
-# sha256 values from the files' SOURCE.md (../shared/weights) and the face-recognition-models 0.3.0 wheel.
+# sha256 values from the files' SOURCE.md (../shared/weights); dlib's as installed by face-recognition-models 0.3.0.
 WEIGHT_FILES: dict[str, WeightFile] = {
     "i3d": WeightFile(
         "i3d_kinetics400/i3d_kinetics400_rgb.pt",
@@ -57,19 +57,19 @@ WEIGHT_FILES: dict[str, WeightFile] = {
     ),
     "dlib_landmarks68": WeightFile(
         "dlib/shape_predictor_68_face_landmarks.dat",
-        "",
+        "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
         "dlib 68-point landmark predictor",
         "pip install face-recognition-models",
     ),
     "dlib_landmarks5": WeightFile(
         "dlib/shape_predictor_5_face_landmarks.dat",
-        "",
+        "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
         "dlib 5-point landmark predictor (face chips for the embedding)",
         "pip install face-recognition-models",
     ),
     "dlib_embedding": WeightFile(
         "dlib/dlib_face_recognition_resnet_model_v1.dat",
-        "",
+        "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
         "dlib 128-d face embedding ResNet",
         "pip install face-recognition-models",
     ),

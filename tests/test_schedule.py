@@ -62,19 +62,43 @@ def test_prediction_round_trip(schedule, prediction):
         torch.testing.assert_close(eps_back[1:], eps[1:].double(), atol=tol, rtol=0)
 
 
-def test_xprev_target_is_a_ddim_step_from_the_true_x0(schedule):
-    """The paper's x_{t-1} target equals a DDIM eta=0 stride-1 step taken with the true (x0, eps)."""
+@pytest.mark.parametrize("t", [1, 7, 500])
+def test_xprev_target_is_a_ddim_step_from_the_true_x0(schedule, t):
+    """The paper's x_{t-1} target equals the state after one stride-1 DDIM (eta 0) step of the sampler."""
+    from facenhance_cli.diffusion.noise import frame_generator
+    from facenhance_cli.diffusion.samplers import ddim
+    from facenhance_cli.diffusion.schedule import Schedule
+
     gen = torch.Generator().manual_seed(1)
-    x0 = torch.rand(4, 3, 8, 8, generator=gen, dtype=torch.float64) * 2 - 1
-    eps = torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64)
-    t = torch.tensor([0, 5, 500, 999])
-    x_t = q_sample(schedule, x0, t, eps)
-    x0_hat, eps_hat = to_x0_eps(schedule, "eps", eps, x_t, t)
-    abar_prev = schedule.alphas_cumprod_prev[t].reshape(-1, 1, 1, 1)
-    ddim_step = abar_prev.sqrt() * x0_hat + (1 - abar_prev).sqrt() * eps_hat
-    torch.testing.assert_close(xprev_target(schedule, x0, t, eps), ddim_step, atol=1e-10, rtol=0)
-    # At t = 0 the target is x0 itself.
-    torch.testing.assert_close(xprev_target(schedule, x0, t, eps)[0], x0[0])
+    x0 = torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1
+    eps = torch.randn(2, 3, 8, 8, generator=gen)
+    # The schedule truncated to steps 0..t: the same abar values, and a stride-1 DDIM run starting at t.
+    head = Schedule(
+        *(
+            v[: t + 1]
+            for v in (
+                schedule.betas,
+                schedule.alphas_cumprod,
+                schedule.alphas_cumprod_prev,
+                schedule.posterior_variance,
+            )
+        )
+    )
+    seen = []
+
+    def oracle(x_t, t_batch, cond):  # knows the true (x0, eps) at the first step
+        seen.append(x_t.double())
+        if len(seen) == 1:
+            return x0, eps
+        abar = head.alphas_cumprod[t_batch].reshape(-1, 1, 1, 1).float()
+        return x0, (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
+
+    x_t = q_sample(schedule, x0, torch.tensor([t, t]), eps)
+    ddim(oracle, x_t, head, {}, [frame_generator(0, 0)] * 2, steps=t + 1, eta=0.0)
+    target = xprev_target(schedule, x0.double(), torch.tensor([t, t]), eps.double())
+    torch.testing.assert_close(seen[1], target, atol=1e-5, rtol=0)
+    # And x_{t-1} is not x_t: the step really moved.
+    assert (seen[1] - seen[0]).abs().max() > 1e-4
 
 
 def test_xprev_loss_equals_weighted_x0_loss(schedule):

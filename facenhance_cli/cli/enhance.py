@@ -84,6 +84,11 @@ def enhance(
         "--prepare-input",
         help="Input is a real video: align the face on black with prepare's pipeline first.",
     ),
+    weights_dir: Path | None = typer.Option(
+        None,
+        "--weights-dir",
+        help="Folder of third-party weights (face detection and landmarks); else FACENHANCE_WEIGHTS.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the summary line."),
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Print notes and per-video results even when not a terminal."
@@ -134,6 +139,7 @@ def enhance(
         compare=compare,
         overwrite=overwrite,
         prepare_input=prepare_input,
+        weights_dir=weights_dir,
     )
     show_progress = is_terminal() and not quiet
     results, notes = _run(jobs, loaded, options, show_progress)

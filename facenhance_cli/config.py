@@ -33,6 +33,7 @@ class UNetConfig:
     use_identity: bool = True  # identity image concatenated to the input (3 channels)
     use_prev_frame: bool = True  # previous frame (+ noise) concatenated to the input (3 channels)
     use_expression_encoder: bool = True  # False: the low frame is upsampled and concatenated (3 channels)
+    identity_skip: bool = False  # add the identity image to the output (x0-prediction): learn only what changes
 
     @property
     def in_channels(self) -> int:
@@ -144,6 +145,8 @@ class FacenhanceConfig:
                 raise UsageError("unet.base_channels * each multiplier must be divisible by unet.groups")
         if u.use_expression_encoder and not u.attention_levels:
             raise UsageError("the expression encoder needs at least one attention level to join")
+        if u.identity_skip and not (u.use_identity and d.prediction == "x0"):
+            raise UsageError("unet.identity_skip needs unet.use_identity and diffusion.prediction = 'x0'")
         if d.prediction not in {"eps", "x0", "v", "xprev"}:
             raise UsageError(f"unknown diffusion.prediction {d.prediction!r}: eps, x0, v or xprev")
         if d.loss not in {"xprev", "eps", "v", "x0"}:

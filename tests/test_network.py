@@ -108,3 +108,15 @@ def test_invalid_configs_are_refused():
 def test_bad_values_are_usage_errors(key, value, message):
     with pytest.raises(UsageError, match=message):
         load_preset("tiny").replace(**{key: value}).validate()
+
+
+def test_identity_skip_starts_as_the_identity_image():
+    config = tiny(**{"unet.identity_skip": True})
+    net = build_network(config)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 32, 32, generator=gen)
+    identity = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
+    out = net(x, torch.tensor([5, 900]), identity, x, torch.randn(2, 3, 64, 64, generator=gen))
+    torch.testing.assert_close(out, identity)  # zero-initialised output layer + the skip
+    with pytest.raises(UsageError, match="identity_skip"):
+        tiny(**{"unet.identity_skip": True, "diffusion.prediction": "v"}).validate()

@@ -147,7 +147,11 @@ class ConditionalUNet(nn.Module):
                     h = stage.attentions[i](h, level_tokens(level))
             if i_up < len(self.upsample):
                 h = self.upsample[i_up](h)
-        return self.out(h)  # (B, 3, S, S)
+        out = self.out(h)  # (B, 3, S, S)
+        if u.identity_skip:
+            # The output layer starts at zero, so an untrained network returns the identity image itself.
+            out = out + identity_image
+        return out
 
 
 def build_network(config: FacenhanceConfig) -> ConditionalUNet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -337,3 +338,18 @@ def test_prepare_input_aligns_a_real_video_first(model_path, inputs, tmp_path, f
     )
     assert result.exit_code == 0, result.output
     assert read_video(out)[0].shape == (4, SIZE, SIZE, 3)
+
+
+def test_shipped_default_model_runs_without_model_flag(tmp_path):
+    """The quick start's model is found with no --model: 4 frames of examples/low.mp4, 2 DDIM steps."""
+    from facenhance_cli.weights import DEFAULT_MODEL, find_model
+
+    assert find_model(None).name == f"{DEFAULT_MODEL}.pt"
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    low, fps = read_video(examples / "low.mp4", max_frames=4)
+    write_video(tmp_path / "low.mp4", low, fps)
+    out = tmp_path / "out.mp4"
+    result = enhance(tmp_path / "low.mp4", "--identity", examples / "neutral.png", "-o", out, "--steps", "2")
+    assert result.exit_code == 0, result.output
+    video, out_fps = read_video(out)
+    assert video.shape == (4, 192, 192, 3) and out_fps == fps

@@ -33,7 +33,9 @@ class UNetConfig:
     use_identity: bool = True  # identity image concatenated to the input (3 channels)
     use_prev_frame: bool = True  # previous frame (+ noise) concatenated to the input (3 channels)
     use_expression_encoder: bool = True  # False: the low frame is upsampled and concatenated (3 channels)
-    identity_skip: bool = False  # add the identity image to the output (x0-prediction): learn only what changes
+    identity_skip: bool = (
+        False  # add the identity image to the output (x0-prediction): learn only what changes
+    )
 
     @property
     def in_channels(self) -> int:

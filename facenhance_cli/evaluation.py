@@ -25,6 +25,7 @@ import numpy as np
 
 from facenhance_cli.errors import InputError, MissingWeightsError, UsageError
 from facenhance_cli.fileio import atomic_path, write_json, write_text
+from facenhance_cli.video import VIDEO_SUFFIXES
 
 if TYPE_CHECKING:  # heavy modules (torch, dlib) are imported where they are used
     from facenhance_cli.metrics.i3d import InceptionI3d
@@ -42,7 +43,6 @@ PSNR_INF_NOTE = (
     'infinite values (PSNR of identical frames) are written as the string "inf"; missing ones as null'
 )
 FEW_VIDEOS_NOTE = "FVD over {n} videos is strongly biased (its 400-d covariance has rank < {n}); use >= {m}"
-_VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def expand_videos(paths: Iterable[str | os.PathLike[str]], role: str = "gen") ->
             for child in sorted(path.iterdir()):
                 if child.name.startswith("."):
                     continue
-                if child.is_file() and child.suffix.lower() in _VIDEO_SUFFIXES:
+                if child.is_file() and child.suffix.lower() in VIDEO_SUFFIXES:
                     add(child.stem, child)
                 elif _is_clip_folder(child):
                     add(child.name, child / CLIP_FOLDER_FILES[role])
@@ -164,7 +164,7 @@ def expand_videos(paths: Iterable[str | os.PathLike[str]], role: str = "gen") ->
                     add(child.name, child)
                 elif child.is_dir():
                     videos = [
-                        c for c in child.iterdir() if c.is_file() and c.suffix.lower() in _VIDEO_SUFFIXES
+                        c for c in child.iterdir() if c.is_file() and c.suffix.lower() in VIDEO_SUFFIXES
                     ]
                     if len(videos) == 1:  # e.g. out/<clip>/output.mp4
                         add(child.name, videos[0])

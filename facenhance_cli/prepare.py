@@ -737,7 +737,9 @@ def run_prepare(
                         except BrokenProcessPool:
                             # A worker died (segfault, out-of-memory kill): that clip fails, the batch goes on.
                             src = futures[future]
-                            result = ClipResult(src.clip_id, str(src.path), src.subject, src.expression, "failed")
+                            result = ClipResult(
+                                src.clip_id, str(src.path), src.subject, src.expression, "failed"
+                            )
                             result.reason = "the worker process died (out of memory?)"
                         results.append(result)
                         if on_clip:

@@ -50,9 +50,18 @@ def main() -> None:
         per_call = []
         for steps in (int(s) for s in args.steps.split(",")):
             lows = [torch.rand(b, 3, 64, 64, device=args.device) * 2 - 1 for _ in range(args.measure_frames)]
+            pasted = [identity] * args.measure_frames if config.unet.use_pasted_frame else None
             with torch.no_grad():
                 frames = generate_video(
-                    denoiser, ddim, schedule, lows, identity, list(range(b)), PrevNoise(1.0), {"steps": steps}
+                    denoiser,
+                    ddim,
+                    schedule,
+                    lows,
+                    identity,
+                    list(range(b)),
+                    PrevNoise(1.0),
+                    {"steps": steps},
+                    pasted_frames=pasted,
                 )
                 next(frames)  # warm-up frame, not timed
                 if args.device.startswith("cuda"):

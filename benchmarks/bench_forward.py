@@ -31,7 +31,7 @@ def time_forward(net, batch: int, size: int, device: str, repeat: int, dtype: to
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            net(x, t, x, x, low)
+            net(x, t, x, x, low, x)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             if i >= 2:  # two warm-up calls

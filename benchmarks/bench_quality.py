@@ -57,8 +57,10 @@ def main() -> None:
             truths.append(truth)
             repeated = np.repeat(identity[None], len(truth), 0)
             identity_scores.append((psnr_frames(repeated, truth), ssim_frames(repeated, truth)))
-        print(f"# quality vs steps: model {model.path.name}, {len(clips)} test clips x {args.frames} frames, "
-              f"device {args.device}")
+        print(
+            f"# quality vs steps: model {model.path.name}, {len(clips)} test clips x {args.frames} frames, "
+            f"device {args.device}"
+        )
         print("| sampler | PSNR (dB) | SSIM | seconds / frame |")
         print("| --- | ---: | ---: | ---: |")
         ident_psnr = np.mean([np.mean(p[np.isfinite(p)]) for p, _ in identity_scores])
@@ -67,8 +69,14 @@ def main() -> None:
             out_dir = Path(tmp) / f"out{steps}"
             batch = [EnhanceJob(low, identity, out_dir / f"{name}.mkv") for low, identity, name in jobs]
             start = time.perf_counter()
-            options = EnhanceOptions(sampler="ddim", steps=steps, eta=0.0, batch_videos=len(batch),
-                                     device=args.device, lossless=True)
+            options = EnhanceOptions(
+                sampler="ddim",
+                steps=steps,
+                eta=0.0,
+                batch_videos=len(batch),
+                device=args.device,
+                lossless=True,
+            )
             enhance_videos(batch, model, options)
             seconds = (time.perf_counter() - start) / (len(batch) * args.frames)
             psnrs, ssims = [], []
@@ -76,7 +84,9 @@ def main() -> None:
                 out, _ = read_video(job.output)
                 psnrs.append(np.mean(psnr_frames(out, truth)))
                 ssims.append(np.mean(ssim_frames(out, truth)))
-            print(f"| ddim {steps} | {np.mean(psnrs):.2f} | {np.mean(ssims):.4f} | {seconds:.2f} |", flush=True)
+            print(
+                f"| ddim {steps} | {np.mean(psnrs):.2f} | {np.mean(ssims):.4f} | {seconds:.2f} |", flush=True
+            )
         print(f"| identity baseline | {ident_psnr:.2f} | {ident_ssim:.4f} | - |")
 
 

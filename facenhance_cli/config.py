@@ -34,13 +34,20 @@ class UNetConfig:
     use_prev_frame: bool = True  # previous frame (+ noise) concatenated to the input (3 channels)
     use_expression_encoder: bool = True  # False: the low frame is upsampled and concatenated (3 channels)
     identity_skip: bool = (
-        False  # add the identity image to the output (x0-prediction): learn only what changes
+        False  # add the identity image (the pasted frame, with it) to the x0 output: learn what changes
     )
+    use_pasted_frame: bool = False  # ours: the low face warped onto the identity image, concatenated (3)
 
     @property
     def in_channels(self) -> int:
-        """Input channels: x_t + identity + previous frame (+ upsampled low frame without E_exp)."""
-        return 3 * (1 + self.use_identity + self.use_prev_frame + (not self.use_expression_encoder))
+        """Input channels: x_t + identity + previous frame (+ low frame without E_exp) (+ pasted frame)."""
+        return 3 * (
+            1
+            + self.use_identity
+            + self.use_prev_frame
+            + (not self.use_expression_encoder)
+            + self.use_pasted_frame
+        )
 
 
 @dataclass(frozen=True)

@@ -31,5 +31,5 @@ def measure_cost(config: FacenhanceConfig) -> ModelCost:
         t = torch.zeros(1, dtype=torch.long)
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
-            network(image, t, image, image, low)
+            network(image, t, image, image, low, image)  # the pasted frame is ignored unless used
     return ModelCost(count_parameters(network), counter.get_total_flops() / 1e9)

@@ -123,8 +123,11 @@ class FrameDataset:
         in_memory: bool | None = None,
         cache_clips: int = 16,
         workers: int = 1,
+        pasted: bool = False,
     ) -> None:
         self.entries = list(entries)
+        self.pasted = pasted  # samples carry the pasted frame (the low face on the identity image)
+        self._paste_matrices: dict[int, np.ndarray] = {}  # clip index -> low px to identity px
         self.image_size = image_size
         self.low_size = low_size
         est = sum(max(e.n_frames, 1) * (image_size**2 + low_size**2) * 3 for e in self.entries)
@@ -189,8 +192,18 @@ class FrameDataset:
     def __len__(self) -> int:
         return len(self.index)
 
+    def paste_matrix(self, ci: int) -> np.ndarray:
+        """(2, 3) low px -> identity px of clip `ci`, registered from its first low frame as enhance does."""
+        if ci not in self._paste_matrices:
+            from facenhance_cli.pasting import locate_low_face
+
+            clip = self.clip(ci)
+            self._paste_matrices[ci] = locate_low_face(clip.identity, clip.low[0])[0]
+        return self._paste_matrices[ci]
+
     def sample(self, position: int, flip: bool) -> dict[str, np.ndarray]:
-        """uint8 arrays low (L,L,3), identity, high, prev (S,S,3); prev of frame 0 is the identity image."""
+        """uint8 arrays low (L,L,3), identity, high, prev (S,S,3) [, pasted (S,S,3)]; prev of frame 0 is the
+        identity image."""
         ci, n = self.index[position]
         clip = self.clip(ci)
         sample = {
@@ -199,6 +212,10 @@ class FrameDataset:
             "high": clip.high[n],
             "prev": clip.high[n - 1] if n > 0 else clip.identity,
         }
+        if self.pasted:
+            from facenhance_cli.pasting import paste_low_face
+
+            sample["pasted"] = paste_low_face(clip.identity, clip.low[n], self.paste_matrix(ci))
         if flip:  # one flip for every image of the sample keeps them consistent
             sample = {k: v[:, ::-1] for k, v in sample.items()}
         return sample

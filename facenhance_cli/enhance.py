@@ -249,6 +249,7 @@ class _Active:
     n: int = 0
     started: float = 0.0
     next_low: np.ndarray | None = None
+    paste_matrix: np.ndarray | None = None  # low px -> identity px, for models that use the pasted frame
 
 
 def default_batch_videos(device: str, gflop_per_call: float) -> int:
@@ -348,6 +349,16 @@ def enhance_videos(
             first = next(frames, None)
             if first is None:
                 raise InputError(f"{job.low}: no frames")
+            paste_matrix = None
+            if config.unet.use_pasted_frame:
+                from facenhance_cli.pasting import MIN_SCORE, locate_low_face
+
+                paste_matrix, score = locate_low_face(identity_uint8, first)
+                if score < MIN_SCORE:
+                    reporter.notes.append(
+                        f"{job.low.name}: its first frame's face was not found in the identity image "
+                        f"(match {score:.2f}); is it the same person, cropped like `prepare` does?"
+                    )
             writer = VideoWriter(
                 job.output,
                 info.fps,
@@ -377,6 +388,7 @@ def enhance_videos(
                 frames_dir,
                 started=time.perf_counter(),
                 next_low=first,
+                paste_matrix=paste_matrix,
             )
             if reporter.on_job_start:
                 reporter.on_job_start(job, info.n_frames)
@@ -402,6 +414,15 @@ def enhance_videos(
             for s in active:
                 assert s.next_low is not None  # states whose frames ran out were finished
                 lows.append(s.next_low)
+            pasted = None
+            if config.unet.use_pasted_frame:
+                from facenhance_cli.pasting import paste_low_face
+
+                images = []
+                for s, low in zip(active, lows, strict=True):
+                    assert s.paste_matrix is not None  # set in start() for these models
+                    images.append(paste_low_face(s.identity_uint8, low, s.paste_matrix))
+                pasted = to_model(images, options.device)  # (B, 3, S, S)
             frame = generate_frame(
                 denoiser,
                 sampler,
@@ -414,6 +435,7 @@ def enhance_videos(
                 prev_noise=prev_noise,
                 sampler_options=sampler_options,
                 on_step=reporter.on_step,
+                pasted_frame=pasted,
             )  # (B, 3, S, S)
             from facenhance_cli.data import to_uint8
 

@@ -32,11 +32,32 @@ if TYPE_CHECKING:  # heavy modules (torch, dlib) are imported where they are use
     from facenhance_cli.metrics.identity import DlibFaces
 
 METRICS = ("psnr", "ssim", "acd", "acd_i", "fvd", "lmk", "id_match")
-BASELINES = ("identity", "bicubic")
+BASELINES = ("identity", "bicubic", "paste")
 METHOD = "method"  # the generated videos; baselines are reported beside it under their own names
 # Report keys, in a stable order: a video-level value for each (FVD only exists over the set).
-VIDEO_KEYS = ("psnr", "ssim", "acd", "acd_i", "lmk_nme", "lmk_nme_mouth", "lmk_nme_eyes", "id_match")
-SUMMARY_KEYS = ("psnr", "ssim", "acd", "acd_i", "fvd", "lmk_nme", "lmk_nme_mouth", "lmk_nme_eyes", "id_match")
+VIDEO_KEYS = (
+    "psnr",
+    "ssim",
+    "acd",
+    "acd_i",
+    "lmk_nme",
+    "lmk_nme_mouth",
+    "lmk_nme_eyes",
+    "expr_nme",
+    "id_match",
+)
+SUMMARY_KEYS = (
+    "psnr",
+    "ssim",
+    "acd",
+    "acd_i",
+    "fvd",
+    "lmk_nme",
+    "lmk_nme_mouth",
+    "lmk_nme_eyes",
+    "expr_nme",
+    "id_match",
+)
 CLIP_FOLDER_FILES = {"gen": "high.mkv", "gt": "high.mkv", "low": "low.mkv"}
 IDENTITY_FILE = "identity.png"
 PSNR_INF_NOTE = (
@@ -393,6 +414,14 @@ def identity_baseline(identity: np.ndarray, n_frames: int, size: tuple[int, int]
     return np.repeat(_resize(identity, size)[None], n_frames, axis=0)
 
 
+def paste_baseline(identity: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """(F, S, S, 3) uint8: each (F, L, L, 3) low frame's face pasted on the (S, S, 3) identity image."""
+    from facenhance_cli.pasting import locate_low_face, paste_low_face
+
+    matrix, _ = locate_low_face(identity, low[0])
+    return np.stack([paste_low_face(identity, frame, matrix) for frame in low])
+
+
 def bicubic_baseline(low: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(F, h0, w0, 3) uint8 low frames upscaled bicubically to `size` (h, w): (F, h, w, 3) uint8."""
     import cv2
@@ -551,7 +580,7 @@ def evaluate(
         acd_i,
         id_match,
     )
-    from facenhance_cli.metrics.landmarks import LANDMARK_NETWORK, landmark_nme
+    from facenhance_cli.metrics.landmarks import LANDMARK_NETWORK, expression_nme, landmark_nme
     from facenhance_cli.video import read_image
 
     options = options or EvalOptions()
@@ -656,10 +685,12 @@ def evaluate(
                 videos["identity"] = identity_baseline(identity, len(gt), size)
             elif baseline == "bicubic" and low is not None:
                 videos["bicubic"] = bicubic_baseline(low, size)
+            elif baseline == "paste" and low is not None and identity is not None:
+                videos["paste"] = paste_baseline(identity, low)
             else:
+                needs = {"identity": "an identity image", "bicubic": "a low video"}
                 note_once(
-                    f"baseline {baseline} skipped: no "
-                    + ("identity image" if baseline == "identity" else "low video"),
+                    f"baseline {baseline} skipped: it needs {needs.get(baseline, 'a low video and an identity image')}",
                     pair.name,
                 )
 
@@ -702,6 +733,7 @@ def evaluate(
                     float(nme["mouth"].mean()),
                     float(nme["eyes"].mean()),
                 )
+                row["expr_nme"] = float(expression_nme(lmk, gt_lmk).mean())
             row["no_face_frames"] = no_face
             row.setdefault("identical_frames", 0)
             rows[method].append(row)
@@ -781,6 +813,8 @@ def evaluate(
             "identity": "the identity image (resized to the ground truth's size) repeated for every frame",
             "bicubic": "each low frame upscaled bicubically to the ground truth's size "
             "(not pasted on the identity)",
+            "paste": "each low frame's face warped onto the identity image (warp registered from the first "
+            "low frame, as models with unet.use_pasted_frame condition on) and feathered in",
         },
         "psnr_ssim": "per frame on RGB in [0, 255], mean per video, then mean over videos; identical frames "
         "(infinite PSNR) are left out of a video's PSNR mean and counted in identical_frames, a "
@@ -795,6 +829,8 @@ def evaluate(
         "landmark_network": LANDMARK_NETWORK if "lmk" in metrics else None,
         "lmk_nme": "mean distance of 68 landmarks, output vs ground-truth frame, over the ground truth's "
         "outer-eye-corner distance (points 36, 45); mouth 48-67, eyes 36-47",
+        "expr_nme": "lmk_nme after a least-squares similarity fit of each output frame's rigid landmarks "
+        "onto the ground truth's (head pose removed: the expression error)",
         "i3d_sha256": nets.i3d_sha256,
         "fvd_features": "I3D Kinetics-400 400-d logits averaged over time, first fvd_frames frames, "
         "bilinear 224x224, [-1, 1]",

@@ -155,11 +155,12 @@ class Trainer:
             raise InputError(f"no clips in the train split of {options.data_dir}")
         size, low = self.config.unet.image_size, self.config.encoder.low_size
         workers = max(1, options.workers)
-        self.train_data = FrameDataset(train_entries, size, low, workers=workers)
+        pasted = self.config.unet.use_pasted_frame
+        self.train_data = FrameDataset(train_entries, size, low, workers=workers, pasted=pasted)
         self.val_data: FrameDataset | None = None
         if val_entries:
             try:
-                self.val_data = FrameDataset(val_entries, size, low, workers=workers)
+                self.val_data = FrameDataset(val_entries, size, low, workers=workers, pasted=pasted)
             except InputError as exc:
                 log.warning("no validation: the test split is unreadable (%s)", exc)
         if self.tc.batch_size > len(self.train_data):
@@ -273,7 +274,7 @@ class Trainer:
         with torch.autocast(
             self.device.split(":")[0], dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
         ):
-            output = self.forward(x_t, batch["t"], batch["identity"], prev, batch["low"])
+            output = self.forward(x_t, batch["t"], batch["identity"], prev, batch["low"], batch.get("pasted"))
         d = self.config.diffusion
         loss = diffusion_loss(
             self.schedule, d.prediction, d.loss, output.float(), x_t, batch["t"], x0, batch["eps"]
@@ -342,8 +343,11 @@ class Trainer:
             prev = to_tensor([s["prev"] for s in samples]).to(self.device) + self.prev_noise.std * z
             identity = to_tensor([s["identity"] for s in samples]).to(self.device)
             low = to_tensor([s["low"] for s in samples]).to(self.device)
+            pasted = (
+                to_tensor([s["pasted"] for s in samples]).to(self.device) if self.val_data.pasted else None
+            )
             x_t = q_sample(self.schedule, x0, t, eps)
-            output = self.ema(x_t, t, identity, prev, low)
+            output = self.ema(x_t, t, identity, prev, low, pasted)
             total += float(
                 diffusion_loss(self.schedule, d.prediction, d.loss, output, x_t, t, x0, eps)
             ) * len(chunk)
@@ -362,6 +366,15 @@ class Trainer:
         n = min(n_frames, len(clip.high))
         identity = to_tensor([clip.identity]).to(self.device)
         lows = [to_tensor([clip.low[i]]).to(self.device) for i in range(n)]
+        pasted = None
+        if data.pasted:
+            from facenhance_cli.pasting import paste_low_face
+
+            matrix = data.paste_matrix(ci)
+            pasted = [
+                to_tensor([paste_low_face(clip.identity, clip.low[i], matrix)]).to(self.device)
+                for i in range(n)
+            ]
         denoiser = make_denoiser(
             self.ema, self.schedule, self.config.diffusion.prediction, self.config.diffusion.clip_x0
         )
@@ -374,6 +387,7 @@ class Trainer:
             seeds=[self.tc.seed],
             prev_noise=self.prev_noise,
             sampler_options={"steps": min(steps, self.schedule.num_timesteps)},
+            pasted_frames=pasted,
         )
         size = self.config.unet.image_size
         rows = []

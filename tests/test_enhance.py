@@ -353,3 +353,30 @@ def test_shipped_default_model_runs_without_model_flag(tmp_path):
     assert result.exit_code == 0, result.output
     video, out_fps = read_video(out)
     assert video.shape == (4, 192, 192, 3) and out_fps == fps
+
+
+def test_pasted_frame_model_pastes_the_low_face_as_the_paste_baseline_does(inputs, tmp_path):
+    """An untrained pasted-frame model returns its skip base exactly: enhance must feed it the paste."""
+    from facenhance_cli.evaluation import paste_baseline
+    from facenhance_cli.video import read_image
+
+    config = load_preset("tiny").replace(
+        **{
+            "unet.image_size": SIZE,
+            "unet.identity_skip": True,
+            "unet.use_pasted_frame": True,
+            "diffusion.num_timesteps": 50,
+            "sampling.steps": 3,
+        }
+    )
+    model = save_checkpoint(tmp_path / "pasted.pt", config, build_network(config).state_dict())
+    out = tmp_path / "out.mkv"
+    result = enhance(
+        inputs / "low12.mkv", "--identity", inputs / "identity.png", "-o", out, "--model", model, "--lossless"
+    )
+    assert result.exit_code == 0, result.output
+    got, _ = read_video(out)
+    low, _ = read_video(inputs / "low12.mkv")
+    expected = paste_baseline(read_image(inputs / "identity.png"), low)
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    assert np.abs(expected.astype(int) - read_image(inputs / "identity.png").astype(int)).max() > 20

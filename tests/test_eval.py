@@ -180,6 +180,7 @@ PER_VIDEO_KEYS = {
     "lmk_nme",
     "lmk_nme_mouth",
     "lmk_nme_eyes",
+    "expr_nme",
     "id_match",
     "baselines",
 }
@@ -265,7 +266,10 @@ def test_full_metrics_baselines_cache_csv_and_sheet(dataset: Path, tmp_path: Pat
     assert r["settings"]["fvd_videos"] == 2 and any("FVD over 2 videos" in n for n in r["notes"])
     # Mild noise keeps the face: identity within the threshold and landmarks close.
     assert r["id_match"] == 1.0 and r["lmk_nme"] < 0.05 and 25 < r["psnr"] < 40
-    ident, bicubic = r["baselines"]["identity"], r["baselines"]["bicubic"]
+    assert r["expr_nme"] < 0.05
+    ident, bicubic, paste = r["baselines"]["identity"], r["baselines"]["bicubic"], r["baselines"]["paste"]
+    # The paste puts the (real) low face back where it was cut from: the expression is kept, mostly.
+    assert paste["expr_nme"] < ident["expr_nme"] and paste["psnr"] > bicubic["psnr"]
     assert ident["acd"] == 0.0  # a static video
     assert ident["acd_i"] == 0.0 and ident["id_match"] == 1.0  # identity.png is the clip's first frame
     assert bicubic["psnr"] > 20 and bicubic["fvd"] is not None and ident["fvd"] > r["fvd"] >= 0
@@ -279,7 +283,7 @@ def test_full_metrics_baselines_cache_csv_and_sheet(dataset: Path, tmp_path: Pat
     text = ev.report_csv_text(r)
     lines = text.strip().splitlines()
     assert lines[0].split(",") == list(ev.CSV_COLUMNS)
-    assert len(lines) == 1 + 2 * 3 + 2 * 3  # header, 2 videos x 3 methods, mean and std per method
+    assert len(lines) == 1 + 2 * 4 + 2 * 4  # header, 2 videos x 4 methods, mean and std per method
     ev.write_report_csv(tmp_path / "r.csv", r)
     assert (tmp_path / "r.csv").read_text() == text
 

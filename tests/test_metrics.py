@@ -11,7 +11,7 @@ import pytest
 from facenhance_cli.metrics.fidelity import gaussian_window, psnr_frames, ssim_frames
 from facenhance_cli.metrics.fvd import frechet_distance, fvd_from_features, gaussian_stats
 from facenhance_cli.metrics.identity import acd, acd_i, id_match
-from facenhance_cli.metrics.landmarks import landmark_nme
+from facenhance_cli.metrics.landmarks import expression_nme, fit_similarity, landmark_nme
 
 CLIPS = {  # three people, expressive clips
     "b01": "b01_dreamtalk-mead_M030_front_happy_level3_001.mp4",
@@ -309,6 +309,21 @@ def test_landmark_nme_known_offset() -> None:
     np.testing.assert_allclose(nme["mouth"], 15 / 80)
     np.testing.assert_allclose(nme["all"], (48 * 5 + 20 * 15) / 68 / 80)
     np.testing.assert_allclose(landmark_nme(gt, gt)["all"], 0.0)
+
+
+def test_expression_nme_ignores_head_pose_and_sees_the_mouth() -> None:
+    rng = np.random.default_rng(7)
+    gt = rng.uniform(50, 150, (2, 68, 2))
+    gt[:, 36], gt[:, 45] = [60.0, 80.0], [140.0, 80.0]
+    angle = np.radians(12.0)
+    pose = 1.3 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = gt @ pose.T + np.array([17.0, -9.0])  # the same face, another head pose
+    np.testing.assert_allclose(fit_similarity(moved[0], gt[0]) @ np.append(moved[0, 5], 1.0), gt[0, 5])
+    assert landmark_nme(moved, gt)["all"].min() > 0.2
+    np.testing.assert_allclose(expression_nme(moved, gt), 0.0, atol=1e-9)
+    opened = moved.copy()
+    opened[:, 57] += np.array([0.0, 13.0]) @ pose.T  # the lower lip 13 px lower (80 px between the eyes)
+    np.testing.assert_allclose(expression_nme(opened, gt), 13 / 68 / 80, rtol=1e-6)
 
 
 def test_dlib_landmarks_follow_a_known_shift(dlib_faces, faces_dir) -> None:

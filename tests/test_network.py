@@ -19,7 +19,7 @@ def run(net, size=32, batch=2):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=gen)
     low = torch.randn(batch, 3, 64, 64, generator=gen)
-    return net(x, torch.tensor([5, 900][:batch]), x, x, low)
+    return net(x, torch.tensor([5, 900][:batch]), x, x, low, x)
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,7 @@ def run(net, size=32, batch=2):
         ({"unet.use_expression_encoder": False}, 12),
         ({"unet.use_prev_frame": False}, 6),
         ({"unet.use_prev_frame": False, "unet.use_expression_encoder": False}, 9),
+        ({"unet.use_pasted_frame": True}, 12),
     ],
 )
 def test_output_shape_for_every_ablation(overrides, in_channels):
@@ -120,3 +121,15 @@ def test_identity_skip_starts_as_the_identity_image():
     torch.testing.assert_close(out, identity)  # zero-initialised output layer + the skip
     with pytest.raises(UsageError, match="identity_skip"):
         tiny(**{"unet.identity_skip": True, "diffusion.prediction": "v"}).validate()
+
+
+def test_pasted_frame_skip_starts_as_the_pasted_frame():
+    config = tiny(**{"unet.identity_skip": True, "unet.use_pasted_frame": True})
+    net = build_network(config)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 32, 32, generator=gen)
+    identity, pasted = (torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
+    low = torch.randn(2, 3, 64, 64, generator=gen)
+    torch.testing.assert_close(net(x, torch.tensor([5, 900]), identity, x, low, pasted), pasted)
+    with pytest.raises(ValueError, match="pasted frame"):
+        net(x, torch.tensor([5, 900]), identity, x, low)

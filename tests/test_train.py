@@ -251,3 +251,30 @@ def test_unreadable_clip_is_skipped_and_streaming_matches_memory(tmp_path, caplo
         (data / clip_id / "low.mkv").write_bytes(b"")
     with pytest.raises(Exception, match="no readable clips"):
         FrameDataset(read_manifest(data), 32, 64)
+
+
+def test_pasted_frame_samples_and_a_run_with_them(data_dir, tmp_path):
+    """Samples carry the paste made with the clip's registered warp, flipped with the rest; training runs."""
+    from facenhance_cli.data import FrameDataset, read_manifest
+    from facenhance_cli.pasting import paste_low_face
+
+    dataset = FrameDataset(read_manifest(data_dir), 32, 64, pasted=True)
+    plain, flipped = dataset.sample(5, flip=False), dataset.sample(5, flip=True)
+    ci, n = dataset.index[5]
+    clip = dataset.clip(ci)
+    assert (plain["pasted"] == paste_low_face(clip.identity, clip.low[n], dataset.paste_matrix(ci))).all()
+    assert (flipped["pasted"] == plain["pasted"][:, ::-1]).all()
+    assert "pasted" not in FrameDataset(read_manifest(data_dir), 32, 64).sample(5, flip=False)
+
+    config = tiny_config(
+        **{
+            "unet.identity_skip": True,
+            "unet.use_pasted_frame": True,
+            "training.max_steps": 4,
+            "training.validate_every": 2,
+            "training.sample_every": 4,
+        }
+    )
+    train(TrainOptions(data_dir, tmp_path / "run", config))
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r for r in log) and any((tmp_path / "run" / "samples").glob("*.png"))

@@ -43,6 +43,7 @@ COLUMNS = (  # report key, header, digits
     ("lmk_nme", "LMK", 3),
     ("lmk_nme_mouth", "mouth", 3),
     ("lmk_nme_eyes", "eyes", 3),
+    ("expr_nme", "expr", 3),
     ("id_match", "id", 2),
 )
 
@@ -54,8 +55,9 @@ def render_table(report: dict[str, Any]) -> Any:
     s = report["settings"]
     table = Table(
         title=f"facenhance eval: {s['n_videos']} videos, {s['frames']} frames",
-        caption="LMK: landmark error / inter-ocular distance; id: fraction of frames matching the identity. "
-        "Lower is better: ACD, ACD-I, FVD, LMK; higher: PSNR, SSIM, id",
+        caption="LMK: landmark error / inter-ocular distance; expr: the same with head pose removed; "
+        "id: fraction of frames matching the identity. "
+        "Lower is better: ACD, ACD-I, FVD, LMK, expr; higher: PSNR, SSIM, id",
     )
     table.add_column("video", overflow="fold")
     for _, header, _ in COLUMNS:
@@ -105,7 +107,9 @@ def register(app: typer.Typer) -> None:
             "all", "--metrics", help="Comma list of psnr,ssim,acd,acd_i,fvd,lmk,id_match, or all."
         ),
         baseline: str = typer.Option(
-            "identity,bicubic", "--baseline", help="Comma list of identity,bicubic, or none."
+            "identity,bicubic,paste",
+            "--baseline",
+            help="Comma list of identity,bicubic,paste (the low face warped onto the identity image), or none.",
         ),
         json_out: str = typer.Option(
             None, "--json", help="Write the report as JSON to FILE, or to stdout with '-'."

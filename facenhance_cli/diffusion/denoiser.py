@@ -10,7 +10,7 @@ from torch import nn
 
 from facenhance_cli.diffusion.schedule import Schedule, eps_from_x0, to_x0_eps
 
-Cond = dict[str, torch.Tensor]  # identity_image, prev_frame (already noised), low_frame
+Cond = dict[str, torch.Tensor]  # identity_image, prev_frame (already noised), low_frame[, pasted_frame]
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -36,7 +36,12 @@ def make_denoiser(
         )
         with autocast:
             output = network(
-                x_t, t, cond["identity_image"], cond["prev_frame"], cond["low_frame"]
+                x_t,
+                t,
+                cond["identity_image"],
+                cond["prev_frame"],
+                cond["low_frame"],
+                cond.get("pasted_frame"),
             )  # (B, 3, S, S)
         x0, eps = to_x0_eps(schedule, prediction, output.float(), x_t, t)
         if clip_x0:

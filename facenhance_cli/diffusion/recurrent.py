@@ -46,16 +46,20 @@ def generate_frame(
     prev_noise: PrevNoise = PrevNoise(),
     sampler_options: dict[str, Any] | None = None,
     on_step: StepCallback = None,
+    pasted_frame: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One step of Algorithm 3 for a batch of videos: x_T ~ N(0, I), sample x0 given (I_id, f_low, f_prev + z).
 
-    low_frame (B,3,64,64), prev_frame and identity_image (B,3,S,S), all in [-1, 1]. Row i draws its noise
+    low_frame (B,3,64,64), prev_frame, identity_image and pasted_frame (models that use it) (B,3,S,S), all
+    in [-1, 1]. Row i draws its noise
     from the generator of (seeds[i], frame_indices[i]): x_T first, then z; so a video's result does not
     depend on which other videos share its batch. Returns x0 (B,3,S,S).
     """
     generators = [frame_generator(s, n) for s, n in zip(seeds, frame_indices, strict=True)]
     x_T = randn_per_sample(identity_image.shape[1:], generators, identity_image.device)  # (B, 3, S, S)
     cond: Cond = {"identity_image": identity_image, "low_frame": low_frame}
+    if pasted_frame is not None:
+        cond["pasted_frame"] = pasted_frame
     frame_denoiser = denoiser
     if prev_noise.per_step:
         cond["prev_frame"] = prev_frame
@@ -79,13 +83,16 @@ def generate_video(
     prev_noise: PrevNoise = PrevNoise(),
     sampler_options: dict[str, Any] | None = None,
     on_step: StepCallback = None,
+    pasted_frames: Iterable[torch.Tensor] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Algorithm 3 over B videos that advance together: yields frame n (B,3,S,S) in [-1, 1] as it is made.
 
-    `low_frames` yields (B,3,64,64) per frame index; frame 0 is conditioned on the identity image, frame n
-    on generated frame n-1. Streaming: only the previous frame is kept, so memory is bounded.
+    `low_frames` yields (B,3,64,64) per frame index (and `pasted_frames`, for models that use them,
+    (B,3,S,S)); frame 0 is conditioned on the identity image, frame n on generated frame n-1. Streaming:
+    only the previous frame is kept, so memory is bounded.
     """
     prev_frame = identity_image
+    pasted = iter(pasted_frames) if pasted_frames is not None else None
     for n, low_frame in enumerate(low_frames):
         frame = generate_frame(
             denoiser,
@@ -99,6 +106,7 @@ def generate_video(
             prev_noise,
             sampler_options,
             on_step,
+            next(pasted) if pasted is not None else None,
         )
         yield frame
         prev_frame = frame

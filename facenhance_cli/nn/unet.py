@@ -104,9 +104,13 @@ class ConditionalUNet(nn.Module):
         identity_image: torch.Tensor,
         prev_frame: torch.Tensor,
         low_frame: torch.Tensor,
+        pasted_frame: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B,3,S,S) noisy frame, (B,) int steps, (B,3,S,S) identity, (B,3,S,S) noisy prev, (B,3,64,64) low."""
+        """(B,3,S,S) noisy frame, (B,) int steps, (B,3,S,S) identity, (B,3,S,S) noisy prev, (B,3,64,64) low,
+        (B,3,S,S) pasted frame (the low face warped onto the identity; with unet.use_pasted_frame only)."""
         u = self.config.unet
+        if u.use_pasted_frame and pasted_frame is None:
+            raise ValueError("this network conditions on the pasted frame (unet.use_pasted_frame)")
         inputs = [x_t]
         if u.use_identity:
             inputs.append(identity_image)
@@ -117,6 +121,8 @@ class ConditionalUNet(nn.Module):
             tokens = self.encoder(low_frame)  # (B, E, token_dim)
         else:
             inputs.append(F.interpolate(low_frame, size=x_t.shape[-2:], mode="bilinear", align_corners=False))
+        if pasted_frame is not None and u.use_pasted_frame:
+            inputs.append(pasted_frame)
         h = self.input_conv(torch.cat(inputs, dim=1))  # (B, ch0, S, S)
         emb = self.time_embed(timestep_embedding(t, u.base_channels).to(h.dtype))  # (B, emb_dim)
 
@@ -149,8 +155,9 @@ class ConditionalUNet(nn.Module):
                 h = self.upsample[i_up](h)
         out = self.out(h)  # (B, 3, S, S)
         if u.identity_skip:
-            # The output layer starts at zero, so an untrained network returns the identity image itself.
-            out = out + identity_image
+            # The output layer starts at zero, so an untrained network returns the identity image itself
+            # (or the pasted frame: the identity with the low face on it).
+            out = out + (pasted_frame if u.use_pasted_frame else identity_image)
         return out
 
 

@@ -1,0 +1,137 @@
+"""The low frame's face pasted onto the identity image: a conditioning image that carries the expression.
+
+Not in the paper (an extension of ours, `unet.use_pasted_frame`). The 64x64 low frame is an aligned face
+on black, so where it sits in the identity image is a similarity transform away. We find that transform by
+registering the first low frame onto the identity image (a coarse search over scale and rotation with
+normalised cross-correlation, refined with ECC; Evangelidis & Psarakis 2008), which needs no landmark
+model. Every low frame of a video is then warped with it and feathered onto the identity image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+BLACK_LEVEL = 12  # low-frame pixels at or below this (all channels) are background; codecs leave noise
+FEATHER_SIGMA = 2.0  # px at the identity's size: blur of the pasted face's edge
+# Identity px per low px for prepare's defaults (192 from 64, crop scale 1.8): 1.3 .. 2.7; other sizes
+# scale it by (S / 192) / (L / 64).
+SEARCH_SCALES = tuple(1.3 * 1.075**k for k in range(11))
+SEARCH_ANGLES = tuple(range(-24, 25, 8))  # degrees; ECC closes the gaps; crops are seldom tilted more
+MIN_SCORE = 0.3  # below this correlation the registration is reported as failed
+
+
+def low_face_mask(low_frame: np.ndarray) -> np.ndarray:
+    """(L, L) float32 in {0, 1}: the face of a (L, L, 3) uint8 low frame (non-black, eroded by 1 px)."""
+    import cv2
+
+    mask = (low_frame.max(axis=-1) > BLACK_LEVEL).astype(np.uint8)
+    # Outside the frame counts as background, so a face cut by the frame's edge is feathered there too.
+    kernel = np.ones((3, 3), np.uint8)
+    mask = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return mask.astype(np.float32)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def _as3x3(matrix: np.ndarray) -> np.ndarray:
+    return np.vstack([matrix, [0.0, 0.0, 1.0]])
+
+
+def locate_low_face(identity_image: np.ndarray, low_frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """(2, 3) affine taking low-frame pixels to identity pixels, and its correlation score in [-1, 1].
+
+    identity_image (S, S, 3) and low_frame (L, L, 3) uint8 RGB, the low frame showing the identity's
+    face (aligned, on black). Coarse: the best masked normalised cross-correlation over SEARCH_SCALES x
+    SEARCH_ANGLES; fine: ECC with an affine model on the full-size identity image.
+    """
+    import cv2
+
+    low_size = low_frame.shape[0]
+    mask = low_face_mask(low_frame)
+    if mask.sum() < 0.05 * low_size * low_size:
+        return _default_matrix(identity_image.shape[0], low_size), -1.0
+    low_gray, identity_gray = _gray(low_frame), _gray(identity_image)
+    centre = ((low_size - 1) / 2.0, (low_size - 1) / 2.0)
+    pad = low_size // 2
+    best_score, best = -2.0, _default_matrix(identity_image.shape[0], low_size)
+    size_ratio = (identity_image.shape[0] / 192) / (low_size / 64)
+    for angle in SEARCH_ANGLES:
+        rotation = cv2.getRotationMatrix2D(centre, angle, 1.0)  # low px -> rotated low px
+        template = cv2.warpAffine(low_gray, rotation, (low_size, low_size), flags=cv2.INTER_LINEAR)
+        template_mask = cv2.warpAffine(mask, rotation, (low_size, low_size), flags=cv2.INTER_NEAREST)
+        for scale in SEARCH_SCALES:
+            side = round(identity_image.shape[0] / (scale * size_ratio))
+            if side < 8:
+                continue
+            small = cv2.resize(identity_gray, (side, side), interpolation=cv2.INTER_AREA)
+            # Faces may reach past the crop's edge (prepare replicates edges there): search beyond it too.
+            small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            scores = cv2.matchTemplate(small, template, cv2.TM_CCOEFF_NORMED, mask=template_mask)
+            scores[~np.isfinite(scores)] = -2.0
+            _, score, _, (x, y) = cv2.minMaxLoc(scores)
+            x, y = x - pad, y - pad
+            if score > best_score:
+                s = identity_image.shape[0] / side  # exact scale after rounding the side
+                # rotated low px -> small px (shift by the match) -> identity px (pixel centres kept).
+                to_identity = np.array([[s, 0.0, s * (x + 0.5) - 0.5], [0.0, s, s * (y + 0.5) - 0.5]])
+                best_score, best = score, (_as3x3(to_identity) @ _as3x3(rotation))[:2]
+    warp = best.astype(np.float32)
+    # ECC samples the identity image at low-frame pixels, ~2x sparser: blur it first against aliasing.
+    sigma = 0.5 * math.sqrt(abs(np.linalg.det(best[:, :2])))
+    identity_smooth = cv2.GaussianBlur(identity_gray, (0, 0), sigma)
+    ecc_with_mask = getattr(cv2, "findTransformECCWithMask", None)  # OpenCV >= 4.12
+    if ecc_with_mask is None:
+        return best, float(best_score)
+    try:
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-6)
+        valid = np.full(identity_gray.shape, 255, np.uint8)
+        score, warp = ecc_with_mask(
+            low_gray,
+            identity_smooth,
+            (mask * 255).astype(np.uint8),
+            valid,
+            warp,
+            cv2.MOTION_AFFINE,
+            criteria,
+            3,
+        )
+        if _plausible(warp.astype(np.float64), best):
+            best, best_score = warp.astype(np.float64), float(score)
+    except cv2.error:  # ECC did not converge: keep the coarse estimate
+        pass
+    return best, float(best_score)
+
+
+def _plausible(refined: np.ndarray, coarse: np.ndarray) -> bool:
+    """ECC may drift on flat images: accept it only near the coarse estimate and close to a similarity."""
+    a = refined[:, :2]
+    scale = math.sqrt(abs(np.linalg.det(a)))
+    coarse_scale = math.sqrt(abs(np.linalg.det(coarse[:, :2])))
+    shear = abs(a[0, 0] - a[1, 1]) + abs(a[0, 1] + a[1, 0])
+    moved = np.abs(refined[:, 2] - coarse[:, 2]).max()
+    return 0.8 < scale / coarse_scale < 1.25 and shear < 0.25 * scale and moved < 16 * scale  # 16 low px
+
+
+def _default_matrix(size: int, low_size: int) -> np.ndarray:
+    """The low face centred in the identity image at the typical scale of `prepare`'s crops."""
+    scale = SEARCH_SCALES[len(SEARCH_SCALES) // 2] * (size / 192) / (low_size / 64)
+    offset = (size - 1) / 2.0 - scale * (low_size - 1) / 2.0
+    return np.array([[scale, 0.0, offset], [0.0, scale, offset]])
+
+
+def paste_low_face(identity_image: np.ndarray, low_frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(S, S, 3) uint8: the low frame's face warped by `matrix` (low px -> identity px), feathered in."""
+    import cv2
+
+    size = identity_image.shape[0]
+    face = cv2.warpAffine(low_frame, matrix, (size, size), flags=cv2.INTER_CUBIC)  # (S, S, 3)
+    alpha = cv2.warpAffine(low_face_mask(low_frame), matrix, (size, size), flags=cv2.INTER_LINEAR)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), FEATHER_SIGMA)[..., None]  # (S, S, 1) in [0, 1]
+    pasted = alpha * face.astype(np.float32) + (1.0 - alpha) * identity_image.astype(np.float32)
+    return np.clip(pasted + 0.5, 0, 255).astype(np.uint8)

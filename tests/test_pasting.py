@@ -1,0 +1,109 @@
+"""The pasted frame: registering the low face onto the identity image, pasting it, and the paste baseline."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from facenhance_cli.pasting import MIN_SCORE, locate_low_face, low_face_mask, paste_low_face
+
+
+def textured_image(size: int = 192, seed: int = 0) -> np.ndarray:
+    """Blurred colour noise: structure at every scale, like a face and its background."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return np.clip(
+        cv2.GaussianBlur(noise, (0, 0), 2.0).astype(np.float32) * 1.5
+        + cv2.GaussianBlur(noise, (0, 0), 8.0).astype(np.float32) * 0.8
+        - 150,
+        0,
+        255,
+    ).astype(np.uint8)
+
+
+def similarity(scale: float, degrees: float, tx: float, ty: float) -> np.ndarray:
+    c, s = scale * math.cos(math.radians(degrees)), scale * math.sin(math.radians(degrees))
+    return np.array([[c, s, tx], [-s, c, ty]])
+
+
+def low_face_of(identity: np.ndarray, low_to_identity: np.ndarray, low_size: int = 64) -> np.ndarray:
+    """The (L, L, 3) low frame the identity image gives under `low_to_identity`, masked to an ellipse."""
+    # Outside the identity image, edges replicated: `prepare` crops past a frame's edge that way.
+    low = cv2.warpAffine(
+        identity,
+        low_to_identity,
+        (low_size, low_size),
+        flags=cv2.WARP_INVERSE_MAP | cv2.INTER_AREA,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    mask = np.zeros((low_size, low_size), np.uint8)
+    cv2.ellipse(
+        mask, (low_size // 2, low_size // 2), (low_size * 2 // 5, low_size * 9 // 20), 0, 0, 360, 1, -1
+    )
+    low[mask == 0] = 0
+    low[mask == 1] = np.maximum(low[mask == 1], BLACK_FLOOR)  # a face has no pure-black pixels
+    return low
+
+
+BLACK_FLOOR = 20
+
+
+def corner_error(a: np.ndarray, b: np.ndarray, low_size: int = 64) -> float:
+    """Largest distance (identity px) between where two warps put the low frame's corners and centre."""
+    points = np.array(
+        [[0, 0, 1], [low_size - 1, 0, 1], [0, low_size - 1, 1], [low_size - 1] * 2 + [1], [32, 32, 1]]
+    )
+    return float(np.abs(points @ a.T - points @ b.T).max())
+
+
+@pytest.mark.parametrize(
+    "truth",
+    [
+        similarity(1.8, 0.0, 40.0, 36.0),
+        similarity(2.1, 9.0, 30.0, 20.0),
+        similarity(1.6, -15.0, 60.0, 70.0),
+        similarity(1.9, 4.0, 100.0, 50.0),  # the face reaches past the identity image's edge
+    ],
+)
+def test_registration_recovers_the_warp(truth):
+    identity = textured_image()
+    low = low_face_of(identity, truth)
+    found, score = locate_low_face(identity, low)
+    assert score > 0.9
+    assert corner_error(found, truth) < 0.25
+
+
+def test_registration_of_a_foreign_face_scores_low():
+    low = low_face_of(textured_image(seed=1), similarity(1.8, 0.0, 40.0, 36.0))
+    _, score = locate_low_face(textured_image(seed=2), low)
+    assert score < MIN_SCORE + 0.2
+
+
+def test_an_empty_low_frame_gives_the_default_warp_and_a_failing_score():
+    matrix, score = locate_low_face(textured_image(), np.zeros((64, 64, 3), np.uint8))
+    assert score < MIN_SCORE
+    centre = matrix @ [31.5, 31.5, 1.0]
+    np.testing.assert_allclose(centre, [95.5, 95.5], atol=1e-6)  # centred at the typical scale
+
+
+def test_mask_is_the_non_black_face_eroded_and_cut_at_the_frame_edge():
+    low = np.zeros((64, 64, 3), np.uint8)
+    low[10:30, 0:40] = 100
+    mask = low_face_mask(low)
+    assert mask[20, 20] == 1 and mask[20, 0] == 0  # the frame's edge counts as background
+    assert mask[10, 20] == 0 and mask[11, 20] == 1 and mask[20, 39] == 0 and mask[20, 38] == 1
+    assert mask[5, 5] == 0
+
+
+def test_paste_keeps_the_identity_outside_and_the_low_face_inside():
+    identity = textured_image()
+    truth = similarity(1.8, 5.0, 40.0, 36.0)
+    low = low_face_of(identity, truth)
+    low[24:40, 24:40] = [250, 10, 10]  # an 'expression' the identity lacks
+    pasted = paste_low_face(identity, low, truth)
+    np.testing.assert_array_equal(pasted[:10], identity[:10])  # far from the face: untouched
+    centre = (truth @ [31.5, 31.5, 1.0]).round().astype(int)
+    assert (np.abs(pasted[centre[1], centre[0]].astype(int) - [250, 10, 10]) <= 3).all()

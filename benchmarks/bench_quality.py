@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_quality.py --model MODEL --data PREPARED [--clips
        [--steps 10,25,50,100,1000] [--device cpu]
 Clips come from the test split of PREPARED (one per subject first); only the first --frames frames of each
 are enhanced, so the 1000-step row stays affordable on a CPU. The identity baseline (the identity image
-repeated) is printed for scale.
+repeated) and the paste baseline (the low face warped onto it) are printed for scale.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from facenhance_cli.checkpoint import load_for_inference
 from facenhance_cli.enhance import EnhanceJob, EnhanceOptions, enhance_videos
+from facenhance_cli.evaluation import paste_baseline
 from facenhance_cli.metrics.fidelity import psnr_frames, ssim_frames
 from facenhance_cli.video import read_image, read_video, write_video
 from facenhance_cli.weights import find_model
@@ -43,11 +44,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--steps", default="10,25,50,100,1000")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--keep", type=Path, default=None, help="Copy the outputs into this folder.")
     args = parser.parse_args()
     model = load_for_inference(find_model(args.model), args.device)
     clips = pick_clips(args.data, args.clips)
     with tempfile.TemporaryDirectory() as tmp:
-        jobs, truths, identity_scores = [], [], []
+        jobs, truths, identity_scores, paste_scores = [], [], [], []
         for clip in clips:
             low, fps = read_video(clip / "low.mkv", max_frames=args.frames)
             truth, _ = read_video(clip / "high.mkv", max_frames=args.frames)
@@ -57,6 +59,8 @@ def main() -> None:
             truths.append(truth)
             repeated = np.repeat(identity[None], len(truth), 0)
             identity_scores.append((psnr_frames(repeated, truth), ssim_frames(repeated, truth)))
+            pasted = paste_baseline(identity, low)
+            paste_scores.append((np.mean(psnr_frames(pasted, truth)), np.mean(ssim_frames(pasted, truth))))
         print(
             f"# quality vs steps: model {model.path.name}, {len(clips)} test clips x {args.frames} frames, "
             f"device {args.device}"
@@ -87,7 +91,13 @@ def main() -> None:
             print(
                 f"| ddim {steps} | {np.mean(psnrs):.2f} | {np.mean(ssims):.4f} | {seconds:.2f} |", flush=True
             )
+            if args.keep is not None:
+                import shutil
+
+                shutil.copytree(out_dir, args.keep / f"ddim{steps}", dirs_exist_ok=True)
         print(f"| identity baseline | {ident_psnr:.2f} | {ident_ssim:.4f} | - |")
+        paste_psnr, paste_ssim = np.mean(paste_scores, axis=0)
+        print(f"| paste baseline | {paste_psnr:.2f} | {paste_ssim:.4f} | - |")
 
 
 if __name__ == "__main__":

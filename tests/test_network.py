@@ -30,6 +30,7 @@ def run(net, size=32, batch=2):
         ({"unet.use_prev_frame": False}, 6),
         ({"unet.use_prev_frame": False, "unet.use_expression_encoder": False}, 9),
         ({"unet.use_pasted_frame": True}, 12),
+        ({"unet.use_pasted_frame": True, "unet.use_prev_frame": False}, 9),  # the small preset
     ],
 )
 def test_output_shape_for_every_ablation(overrides, in_channels):

@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--clips", type=int, default=4)
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--steps", default="10,25,50,100,1000")
+    parser.add_argument("--steps", default="10,25,50,100,1000", help="DDIM steps, or steps@strength (SDEdit)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--keep", type=Path, default=None, help="Copy the outputs into this folder.")
     args = parser.parse_args()
@@ -69,14 +69,18 @@ def main() -> None:
         print("| --- | ---: | ---: | ---: |")
         ident_psnr = np.mean([np.mean(p[np.isfinite(p)]) for p, _ in identity_scores])
         ident_ssim = np.mean([np.mean(s) for _, s in identity_scores])
-        for steps in (int(s) for s in args.steps.split(",")):
-            out_dir = Path(tmp) / f"out{steps}"
+        for spec in args.steps.split(","):
+            steps, _, strength_text = spec.partition("@")
+            steps, strength = int(steps), float(strength_text or 1.0)
+            label = f"ddim {steps}" + (f", strength {strength:g}" if strength < 1 else "")
+            out_dir = Path(tmp) / f"out{spec}"
             batch = [EnhanceJob(low, identity, out_dir / f"{name}.mkv") for low, identity, name in jobs]
             start = time.perf_counter()
             options = EnhanceOptions(
                 sampler="ddim",
                 steps=steps,
                 eta=0.0,
+                strength=strength,
                 batch_videos=len(batch),
                 device=args.device,
                 lossless=True,
@@ -88,13 +92,11 @@ def main() -> None:
                 out, _ = read_video(job.output)
                 psnrs.append(np.mean(psnr_frames(out, truth)))
                 ssims.append(np.mean(ssim_frames(out, truth)))
-            print(
-                f"| ddim {steps} | {np.mean(psnrs):.2f} | {np.mean(ssims):.4f} | {seconds:.2f} |", flush=True
-            )
+            print(f"| {label} | {np.mean(psnrs):.2f} | {np.mean(ssims):.4f} | {seconds:.2f} |", flush=True)
             if args.keep is not None:
                 import shutil
 
-                shutil.copytree(out_dir, args.keep / f"ddim{steps}", dirs_exist_ok=True)
+                shutil.copytree(out_dir, args.keep / f"ddim{spec}", dirs_exist_ok=True)
         print(f"| identity baseline | {ident_psnr:.2f} | {ident_ssim:.4f} | - |")
         paste_psnr, paste_ssim = np.mean(paste_scores, axis=0)
         print(f"| paste baseline | {paste_psnr:.2f} | {paste_ssim:.4f} | - |")

@@ -90,6 +90,9 @@ class SamplingConfig:
     sampler: str = "ddim"  # ddim | ddpm
     steps: int = 25  # ddim steps; steps = T with eta = 0 is the paper's own sampler (Algorithms 2-3)
     eta: float = 0.0
+    strength: float = (
+        1.0  # ddim: < 1 starts from the noised pasted frame (or identity) at strength * T (SDEdit)
+    )
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,8 @@ class FacenhanceConfig:
             raise UsageError("training.lr must be > 0 and training.ema_decay in [0, 1)")
         if d.num_timesteps < 1 or not 0 < d.beta_start < d.beta_end < 1:
             raise UsageError("diffusion needs num_timesteps >= 1 and 0 < beta_start < beta_end < 1")
+        if not 0 < self.sampling.strength <= 1:
+            raise UsageError("sampling.strength must be in (0, 1]")
         if self.sampling.eta < 0 or self.conditioning.prev_noise_std < 0:
             raise UsageError("sampling.eta and conditioning.prev_noise_std must be >= 0")
         return self

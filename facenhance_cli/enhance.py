@@ -39,6 +39,7 @@ class EnhanceOptions:
     sampler: str | None = None  # None: the checkpoint's recommended sampler
     steps: int | None = None  # None: the checkpoint's recommended steps
     eta: float | None = None
+    strength: float | None = None  # None: the checkpoint's (ddim only)
     seed: int = 0
     batch_videos: int = 1
     device: str = "cpu"
@@ -292,10 +293,15 @@ def enhance_videos(
             raise UsageError(f"--steps must be in 1..{schedule.num_timesteps}")
         if sampler_options["eta"] < 0:
             raise UsageError("--eta must be >= 0")
+        sampler_options["strength"] = (
+            config.sampling.strength if options.strength is None else options.strength
+        )
+        if not 0 < sampler_options["strength"] <= 1:
+            raise UsageError("--strength must be in (0, 1]")
     elif options.steps not in (None, schedule.num_timesteps):
         raise UsageError(f"--sampler ddpm always runs all {schedule.num_timesteps} steps; use ddim for fewer")
-    elif options.eta is not None:
-        raise UsageError("--eta applies to the ddim sampler only (ddpm is ancestral)")
+    elif options.eta is not None or options.strength is not None:
+        raise UsageError("--eta and --strength apply to the ddim sampler only (ddpm is ancestral)")
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
     if autocast is not None and not options.device.startswith("cuda"):
         raise UsageError(f"--precision {options.precision} needs a CUDA device")

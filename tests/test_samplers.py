@@ -166,3 +166,28 @@ def test_result_does_not_depend_on_batch_composition():
     )
     torch.testing.assert_close(pair[:1], alone)
     assert not torch.allclose(pair[0], pair[1])
+
+
+def test_ddim_strength_starts_from_the_noised_pasted_frame():
+    """SDEdit: the first call sees sqrt(abar_s) x_init + sqrt(1 - abar_s) x_T at s = strength T - 1."""
+    x_T = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    pasted = torch.rand(1, 3, 4, 4) * 2 - 1
+    identity = torch.zeros(1, 3, 4, 4)
+    seen: list[tuple[int, torch.Tensor]] = []
+
+    def recording(x_t, t, cond):
+        seen.append((int(t[0]), x_t.clone()))
+        return cond["pasted_frame"], torch.zeros_like(x_t)
+
+    cond = {"identity_image": identity, "pasted_frame": pasted, "prev_frame": identity, "low_frame": identity}
+    gens = [torch.Generator().manual_seed(0)]
+    out = ddim(recording, x_T, SCHEDULE, cond, gens, steps=3, strength=0.4)
+    abar = SCHEDULE.alphas_cumprod.double()
+    assert [t for t, _ in seen] == ddim_timesteps(20, 3) == [19, 12, 6]
+    expected = abar[19].sqrt() * pasted.double() + (1 - abar[19]).sqrt() * x_T.double()
+    torch.testing.assert_close(seen[0][1].double(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, pasted)  # x0 = pasted, eps = 0 at every step
+    full = ddim(recording, x_T, SCHEDULE, cond, gens, steps=3, strength=1.0)
+    assert seen[3][0] == 49 and torch.equal(seen[3][1], x_T) and torch.equal(full, out)
+    with pytest.raises(ValueError, match="strength"):
+        ddim(recording, x_T, SCHEDULE, cond, gens, steps=3, strength=0.0)

@@ -49,6 +49,12 @@ def enhance(
         help="DDIM steps (default: the model's). --steps 1000 --eta 0 is the paper's own sampler.",
     ),
     eta: float | None = typer.Option(None, "--eta", help="DDIM eta: 0 deterministic, 1 ancestral-like."),
+    strength: float | None = typer.Option(
+        None,
+        "--strength",
+        help="DDIM from the noised pasted frame (or identity) at strength x T instead of pure noise "
+        "(SDEdit); 1 = from pure noise (default: the model's).",
+    ),
     seed: int = typer.Option(
         0, "--seed", min=0, help="Seed; each video's result is the same whatever the batch."
     ),
@@ -130,6 +136,7 @@ def enhance(
         sampler=sampler,
         steps=steps,
         eta=eta,
+        strength=strength,
         seed=seed,
         batch_videos=batch_videos,
         device=device_name,

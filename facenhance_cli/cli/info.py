@@ -65,7 +65,7 @@ def presets(
             str(r["image_size"]),
             f"{r['base_channels']}x" + ",".join(map(str, r["channel_mult"])),
             f"{r['prediction']} / {r['loss']}",
-            f"{r['sampler']} {r['steps']}",
+            f"{r['sampler']} {r['steps']}" + (f" @ {r['strength']:g}" if r["strength"] < 1 else ""),
             f"{r['gflop_per_frame']:.0f}",
         )
     Console().print(table)
@@ -104,6 +104,7 @@ def models(
                 "steps_trained": meta.get("step"),
                 "sampler": config.sampling.sampler,
                 "steps": config.sampling.steps,
+                "strength": config.sampling.strength,
             }
         )
     if as_json:
@@ -143,6 +144,9 @@ def export(
     half: bool = typer.Option(True, "--half/--fp32", help="Store the weights as fp16 (half the size)."),
     steps: int | None = typer.Option(None, "--steps", help="Recommended DDIM steps stored with the model."),
     sampler: str | None = typer.Option(None, "--sampler", help="Recommended sampler stored with the model."),
+    strength: float | None = typer.Option(
+        None, "--strength", help="Recommended DDIM strength (SDEdit start) stored with the model."
+    ),
     trained_on: str | None = typer.Option(
         None, "--trained-on", help="What the model was trained on, for `models`."
     ),
@@ -151,7 +155,9 @@ def export(
     from facenhance_cli.checkpoint import export_for_inference
     from facenhance_cli.weights import find_model
 
-    sampling = {k: v for k, v in (("steps", steps), ("sampler", sampler)) if v is not None}
+    sampling = {
+        k: v for k, v in (("steps", steps), ("sampler", sampler), ("strength", strength)) if v is not None
+    }
     meta = {"trained_on": trained_on} if trained_on else None
     path = export_for_inference(find_model(str(checkpoint)), output, half, sampling, meta)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", err=True)

@@ -42,11 +42,23 @@ def ddim(
     *,
     steps: int = 25,
     eta: float = 0.0,
+    strength: float = 1.0,
 ) -> torch.Tensor:
-    """DDIM (Song et al. 2021, eq. 12). steps = T with eta = 0 is the paper's Algorithms 2-3 (METHOD.md)."""
+    """DDIM (Song et al. 2021, eq. 12). steps = T with eta = 0 is the paper's Algorithms 2-3 (METHOD.md).
+
+    strength < 1 starts from a noised conditioning image instead of pure noise (SDEdit, Meng et al. 2022):
+    x_s = sqrt(abar_s) x_init + sqrt(1 - abar_s) x_T at s = round(strength T) - 1, then `steps` DDIM steps
+    from s; x_init is the pasted frame when the model has one, else the identity image.
+    """
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
     abar = schedule.alphas_cumprod.tolist()
-    timesteps = ddim_timesteps(schedule.num_timesteps, steps)
+    start = max(1, min(schedule.num_timesteps, round(strength * schedule.num_timesteps)))
+    timesteps = ddim_timesteps(start, min(steps, start))
     x = x_T.double()
+    if start < schedule.num_timesteps:
+        x_init = cond.get("pasted_frame", cond["identity_image"]).double()
+        x = abar[start - 1] ** 0.5 * x_init + (1 - abar[start - 1]) ** 0.5 * x
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         abar_t = abar[t]

@@ -385,3 +385,23 @@ def test_pasted_frame_model_pastes_the_low_face_as_the_paste_baseline_does(input
     expected = paste_baseline(read_image(inputs / "identity.png"), low)
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
     assert np.abs(expected.astype(int) - read_image(inputs / "identity.png").astype(int)).max() > 20
+
+
+def test_a_foreign_identity_gets_a_note(tmp_path):
+    """The pasted-frame registration scores the match: the example's own identity passes silently, an
+    upside-down one (not the face of the low video) gets a note."""
+    from facenhance_cli.video import read_image
+
+    config = load_preset("tiny").replace(
+        **{"unet.identity_skip": True, "unet.use_pasted_frame": True, "sampling.steps": 1}
+    )
+    model = save_checkpoint(tmp_path / "pasted.pt", config, build_network(config).state_dict())
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    low, fps = read_video(examples / "low.mp4", max_frames=2)
+    write_video(tmp_path / "low.mp4", low, fps)
+    write_image(tmp_path / "upside_down.png", read_image(examples / "neutral.png")[::-1])
+    for identity, noted in ((examples / "neutral.png", False), (tmp_path / "upside_down.png", True)):
+        out = tmp_path / f"{identity.stem}.mp4"
+        result = enhance(tmp_path / "low.mp4", "--identity", identity, "-o", out, "--model", model, "-v")
+        assert result.exit_code == 0 and out.is_file(), result.output
+        assert ("not found in the identity image" in result.output) == noted, result.output

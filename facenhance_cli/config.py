@@ -90,9 +90,7 @@ class SamplingConfig:
     sampler: str = "ddim"  # ddim | ddpm
     steps: int = 25  # ddim steps; steps = T with eta = 0 is the paper's own sampler (Algorithms 2-3)
     eta: float = 0.0
-    strength: float = (
-        1.0  # ddim: < 1 starts from the noised pasted frame (or identity) at strength * T (SDEdit)
-    )
+    strength: float = 1.0  # ddim: < 1 starts from the noised pasted frame at strength * T (SDEdit)
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,13 @@ class FrameDataset:
             self._paste_matrices[ci] = locate_low_face(clip.identity, clip.low[0])[0]
         return self._paste_matrices[ci]
 
+    def pasted_frame(self, ci: int, n: int) -> np.ndarray:
+        """(S, S, 3) uint8: low frame n of clip `ci` pasted onto its identity image."""
+        from facenhance_cli.pasting import paste_low_face
+
+        clip = self.clip(ci)
+        return paste_low_face(clip.identity, clip.low[n], self.paste_matrix(ci))
+
     def sample(self, position: int, flip: bool) -> dict[str, np.ndarray]:
         """uint8 arrays low (L,L,3), identity, high, prev (S,S,3) [, pasted (S,S,3)]; prev of frame 0 is the
         identity image."""
@@ -213,9 +220,7 @@ class FrameDataset:
             "prev": clip.high[n - 1] if n > 0 else clip.identity,
         }
         if self.pasted:
-            from facenhance_cli.pasting import paste_low_face
-
-            sample["pasted"] = paste_low_face(clip.identity, clip.low[n], self.paste_matrix(ci))
+            sample["pasted"] = self.pasted_frame(ci, n)
         if flip:  # one flip for every image of the sample keeps them consistent
             sample = {k: v[:, ::-1] for k, v in sample.items()}
         return sample

@@ -81,13 +81,15 @@ def locate_low_face(identity_image: np.ndarray, low_frame: np.ndarray) -> tuple[
                 # rotated low px -> small px (shift by the match) -> identity px (pixel centres kept).
                 to_identity = np.array([[s, 0.0, s * (x + 0.5) - 0.5], [0.0, s, s * (y + 0.5) - 0.5]])
                 best_score, best = score, (_as3x3(to_identity) @ _as3x3(rotation))[:2]
+    # ECC needs a mask on the low frame (its black background must not count); OpenCV 5.0 has that
+    # variant, older releases may not, and then the coarse estimate stands (2-5 px off at 192 px).
+    ecc_with_mask = getattr(cv2, "findTransformECCWithMask", None)
+    if ecc_with_mask is None:
+        return best, float(best_score)
     warp = best.astype(np.float32)
     # ECC samples the identity image at low-frame pixels, ~2x sparser: blur it first against aliasing.
     sigma = 0.5 * math.sqrt(abs(np.linalg.det(best[:, :2])))
     identity_smooth = cv2.GaussianBlur(identity_gray, (0, 0), sigma)
-    ecc_with_mask = getattr(cv2, "findTransformECCWithMask", None)  # OpenCV >= 4.12
-    if ecc_with_mask is None:
-        return best, float(best_score)
     try:
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-6)
         valid = np.full(identity_gray.shape, 255, np.uint8)

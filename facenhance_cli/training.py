@@ -366,15 +366,9 @@ class Trainer:
         n = min(n_frames, len(clip.high))
         identity = to_tensor([clip.identity]).to(self.device)
         lows = [to_tensor([clip.low[i]]).to(self.device) for i in range(n)]
-        pasted = None
-        if data.pasted:
-            from facenhance_cli.pasting import paste_low_face
-
-            matrix = data.paste_matrix(ci)
-            pasted = [
-                to_tensor([paste_low_face(clip.identity, clip.low[i], matrix)]).to(self.device)
-                for i in range(n)
-            ]
+        pasted = (
+            [to_tensor([data.pasted_frame(ci, i)]).to(self.device) for i in range(n)] if data.pasted else None
+        )
         denoiser = make_denoiser(
             self.ema, self.schedule, self.config.diffusion.prediction, self.config.diffusion.clip_x0
         )

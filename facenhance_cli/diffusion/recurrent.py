@@ -51,9 +51,8 @@ def generate_frame(
     """One step of Algorithm 3 for a batch of videos: x_T ~ N(0, I), sample x0 given (I_id, f_low, f_prev + z).
 
     low_frame (B,3,64,64), prev_frame, identity_image and pasted_frame (models that use it) (B,3,S,S), all
-    in [-1, 1]. Row i draws its noise
-    from the generator of (seeds[i], frame_indices[i]): x_T first, then z; so a video's result does not
-    depend on which other videos share its batch. Returns x0 (B,3,S,S).
+    in [-1, 1]. Row i draws its noise from the generator of (seeds[i], frame_indices[i]): x_T first, then z;
+    so a video's result does not depend on which other videos share its batch. Returns x0 (B,3,S,S).
     """
     generators = [frame_generator(s, n) for s, n in zip(seeds, frame_indices, strict=True)]
     x_T = randn_per_sample(identity_image.shape[1:], generators, identity_image.device)  # (B, 3, S, S)

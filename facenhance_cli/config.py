@@ -33,21 +33,24 @@ class UNetConfig:
     use_identity: bool = True  # identity image concatenated to the input (3 channels)
     use_prev_frame: bool = True  # previous frame (+ noise) concatenated to the input (3 channels)
     use_expression_encoder: bool = True  # False: the low frame is upsampled and concatenated (3 channels)
-    identity_skip: bool = (
-        False  # add the identity image (the pasted frame, with it) to the x0 output: learn what changes
-    )
+    # The denoiser's preconditioning (not the network) adds the base, the identity image or the pasted
+    # frame, to the x0 output: the network learns what changes.
+    identity_skip: bool = False
     use_pasted_frame: bool = False  # ours: the low face warped onto the identity image, concatenated (3)
+    use_edit_mask: bool = False  # ours: the edit mask (where the face may change) concatenated (1)
 
     @property
     def in_channels(self) -> int:
-        """Input channels: x_t + identity + previous frame (+ low frame without E_exp) (+ pasted frame)."""
-        return 3 * (
+        """Input channels: x_t + identity + previous frame (+ low frame without E_exp) (+ pasted frame)
+        (+ edit mask)."""
+        images = (
             1
             + self.use_identity
             + self.use_prev_frame
             + (not self.use_expression_encoder)
             + self.use_pasted_frame
         )
+        return 3 * images + self.use_edit_mask
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ class DiffusionConfig:
     prediction: str = "eps"  # what the network outputs: eps | x0 | v | xprev (the paper's raw x_{t-1})
     loss: str = "xprev"  # xprev (paper, Algorithm 1) | eps | v | x0
     clip_x0: bool = True  # clamp predicted x0 to [-1, 1] while sampling
+    # none: the network output is the prediction (plus the base with unet.identity_skip). edm: Karras et
+    # al. 2022 (Table 1) in VP form: x0 = base + m (c_skip (x_t / sqrt(abar_t) - base) + c_out F(c_in ...)),
+    # m the edit mask (1 without one); needs prediction = loss = x0 and weights the loss by 1 / c_out^2.
+    preconditioning: str = "none"
+    sigma_data: float = 0.5  # edm: std of the data the network edits (x0 - base inside the mask)
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,7 @@ class TrainingConfig:
     warmup_steps: int = 0  # linear lr warm-up
     max_steps: int = 2_000_000
     flip: bool = True  # random horizontal flips, the same for every image of a sample
+    color_jitter: float = 0.0  # per-channel gain in [1 - j, 1 + j], the same for every image of a sample
     checkpoint_every: int = 5000
     validate_every: int = 5000
     sample_every: int = 5000
@@ -157,6 +166,16 @@ class FacenhanceConfig:
             raise UsageError("the expression encoder needs at least one attention level to join")
         if u.identity_skip and not (u.use_identity and d.prediction == "x0"):
             raise UsageError("unet.identity_skip needs unet.use_identity and diffusion.prediction = 'x0'")
+        if d.preconditioning not in {"none", "edm"}:
+            raise UsageError(f"unknown diffusion.preconditioning {d.preconditioning!r}: none or edm")
+        if d.preconditioning == "edm" and not (d.prediction == "x0" and d.loss == "x0" and d.sigma_data > 0):
+            raise UsageError(
+                "diffusion.preconditioning = 'edm' needs prediction = loss = 'x0' and sigma_data > 0"
+            )
+        if u.use_edit_mask and not (u.use_pasted_frame and d.preconditioning == "edm"):
+            raise UsageError(
+                "unet.use_edit_mask needs unet.use_pasted_frame and diffusion.preconditioning = 'edm'"
+            )
         if d.prediction not in {"eps", "x0", "v", "xprev"}:
             raise UsageError(f"unknown diffusion.prediction {d.prediction!r}: eps, x0, v or xprev")
         if d.loss not in {"xprev", "eps", "v", "x0"}:
@@ -196,6 +215,8 @@ class FacenhanceConfig:
                 raise UsageError(f"training.{key} must be at least 1")
         if t.seed < 0:
             raise UsageError("training.seed must be >= 0")
+        if not 0 <= t.color_jitter < 1:
+            raise UsageError("training.color_jitter must be in [0, 1)")
         if t.lr <= 0 or not 0 <= t.ema_decay < 1:
             raise UsageError("training.lr must be > 0 and training.ema_decay in [0, 1)")
         if d.num_timesteps < 1 or not 0 < d.beta_start < d.beta_end < 1:

@@ -21,6 +21,7 @@ def measure_cost(config: FacenhanceConfig) -> ModelCost:
     """Build the network of `config` on the meta device and count one batch-1 forward."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from facenhance_cli.conditioning import Conditioning
     from facenhance_cli.nn.unet import build_network, count_parameters
 
     with torch.device("meta"):
@@ -29,7 +30,9 @@ def measure_cost(config: FacenhanceConfig) -> ModelCost:
         image = torch.zeros(1, 3, size, size)
         low = torch.zeros(1, 3, config.encoder.low_size, config.encoder.low_size)
         t = torch.zeros(1, dtype=torch.long)
+        mask = torch.zeros(1, 1, size, size)
+        cond = Conditioning(image, low, prev_frame=image, pasted_frame=image, edit_mask=mask)  # all inputs
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
-            network(image, t, image, image, low, image)  # the pasted frame is ignored unless used
+            network(image, t, cond)  # unused inputs are ignored
     return ModelCost(count_parameters(network), counter.get_total_flops() / 1e9)

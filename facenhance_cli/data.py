@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.errors import InputError, UsageError
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,11 @@ class FrameDataset:
         cache_clips: int = 16,
         workers: int = 1,
         pasted: bool = False,
+        edit_mask: bool = False,
     ) -> None:
         self.entries = list(entries)
         self.pasted = pasted  # samples carry the pasted frame (the low face on the identity image)
+        self.edit_mask = edit_mask  # samples carry the edit mask (where the face may change)
         self._paste_matrices: dict[int, np.ndarray] = {}  # clip index -> low px to identity px
         self.image_size = image_size
         self.low_size = low_size
@@ -208,9 +211,9 @@ class FrameDataset:
         clip = self.clip(ci)
         return paste_low_face(clip.identity, clip.low[n], self.paste_matrix(ci))
 
-    def sample(self, position: int, flip: bool) -> dict[str, np.ndarray]:
-        """uint8 arrays low (L,L,3), identity, high, prev (S,S,3) [, pasted (S,S,3)]; prev of frame 0 is the
-        identity image."""
+    def sample(self, position: int, flip: bool, gain: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """uint8 arrays low (L,L,3), identity, high, prev (S,S,3) [, pasted (S,S,3)] [, edit_mask (S,S,1)
+        float32]; prev of frame 0 is the identity image. `gain` (3,) scales every image's channels alike."""
         ci, n = self.index[position]
         clip = self.clip(ci)
         sample = {
@@ -219,8 +222,17 @@ class FrameDataset:
             "high": clip.high[n],
             "prev": clip.high[n - 1] if n > 0 else clip.identity,
         }
+        if gain is not None:  # black stays black: the low frame's background is still background
+            sample = {k: np.clip(v * gain + 0.5, 0, 255).astype(np.uint8) for k, v in sample.items()}
         if self.pasted:
-            sample["pasted"] = self.pasted_frame(ci, n)
+            from facenhance_cli.pasting import paste_low_face
+
+            sample["pasted"] = paste_low_face(sample["identity"], sample["low"], self.paste_matrix(ci))
+        if self.edit_mask:
+            from facenhance_cli.pasting import edit_mask
+
+            size = clip.identity.shape[0]
+            sample["edit_mask"] = edit_mask(clip.low[n], self.paste_matrix(ci), size)[..., None]
         if flip:  # one flip for every image of the sample keeps them consistent
             sample = {k: v[:, ::-1] for k, v in sample.items()}
         return sample
@@ -230,6 +242,26 @@ def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     """uint8 (H,W,3) images -> float32 (B,3,H,W) in [-1, 1]."""
     batch = np.stack([np.ascontiguousarray(im) for im in images])
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def to_mask_tensor(masks: Sequence[np.ndarray]) -> torch.Tensor:
+    """float (H,W,1) masks in [0, 1] -> float32 (B,1,H,W)."""
+    batch = np.stack([np.ascontiguousarray(m, dtype=np.float32) for m in masks])
+    return torch.from_numpy(batch).permute(0, 3, 1, 2)
+
+
+def conditioning_from_samples(samples: Sequence[dict[str, np.ndarray]], device: str) -> Conditioning:
+    """The Conditioning of a list of `FrameDataset.sample` dicts; prev_frame is the clean previous frame."""
+
+    def images(key: str) -> torch.Tensor | None:
+        return to_tensor([s[key] for s in samples]).to(device) if key in samples[0] else None
+
+    masks = (
+        to_mask_tensor([s["edit_mask"] for s in samples]).to(device) if "edit_mask" in samples[0] else None
+    )
+    identity, low = images("identity"), images("low")
+    assert identity is not None and low is not None  # every sample has them
+    return Conditioning(identity, low, images("prev"), images("pasted"), masks)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -274,7 +274,7 @@ def enhance_videos(
     import time
 
     from facenhance_cli.diffusion.denoiser import make_denoiser
-    from facenhance_cli.diffusion.recurrent import PrevNoise, generate_frame
+    from facenhance_cli.diffusion.recurrent import generate_frame
     from facenhance_cli.diffusion.samplers import get_sampler
     from facenhance_cli.diffusion.schedule import make_schedule
     from facenhance_cli.video import VideoWriter, probe_video
@@ -305,10 +305,7 @@ def enhance_videos(
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
     if autocast is not None and not options.device.startswith("cuda"):
         raise UsageError(f"--precision {options.precision} needs a CUDA device")
-    denoiser = make_denoiser(
-        model.network, schedule, config.diffusion.prediction, config.diffusion.clip_x0, autocast
-    )
-    prev_noise = PrevNoise(config.conditioning.prev_noise_std, config.conditioning.prev_noise_per_step)
+    denoiser = make_denoiser(model.network, config, schedule, autocast)
 
     results: list[JobResult] = []
     pending = list(jobs)
@@ -420,28 +417,17 @@ def enhance_videos(
             for s in active:
                 assert s.next_low is not None  # states whose frames ran out were finished
                 lows.append(s.next_low)
-            pasted = None
-            if config.unet.use_pasted_frame:
-                from facenhance_cli.pasting import paste_low_face
-
-                images = []
-                for s, low in zip(active, lows, strict=True):
-                    assert s.paste_matrix is not None  # set in start() for these models
-                    images.append(paste_low_face(s.identity_uint8, low, s.paste_matrix))
-                pasted = to_model(images, options.device)  # (B, 3, S, S)
+            cond = _conditioning(active, lows, config, options.device)
             frame = generate_frame(
                 denoiser,
                 sampler,
                 schedule,
-                to_model(lows, options.device),  # (B, 3, 64, 64)
-                torch.cat([s.prev for s in active]),  # (B, 3, S, S)
-                torch.cat([s.identity for s in active]),
+                cond,
                 seeds=[options.seed] * len(active),
                 frame_indices=[s.n for s in active],
-                prev_noise=prev_noise,
+                prev_noise=config.conditioning,
                 sampler_options=sampler_options,
                 on_step=reporter.on_step,
-                pasted_frame=pasted,
             )  # (B, 3, S, S)
             from facenhance_cli.data import to_uint8
 
@@ -473,6 +459,33 @@ def enhance_videos(
                     pass
         raise
     return results
+
+
+def _conditioning(active: list[_Active], lows: list[np.ndarray], config: Any, device: str) -> Any:
+    """Frame n's Conditioning for the active videos: low frames, identity, clean previous frames, and the
+    pasted frame and edit mask for models that use them."""
+    from facenhance_cli.conditioning import Conditioning
+    from facenhance_cli.data import to_mask_tensor
+
+    cond = Conditioning(
+        identity_image=torch.cat([s.identity for s in active]),  # (B, 3, S, S)
+        low_frame=to_model(lows, device),  # (B, 3, 64, 64)
+        prev_frame=torch.cat([s.prev for s in active]),  # (B, 3, S, S)
+    )
+    if not config.unet.use_pasted_frame:
+        return cond
+    from facenhance_cli.pasting import edit_mask, paste_low_face
+
+    matrices = [cast(np.ndarray, s.paste_matrix) for s in active]  # set in start() for these models
+    pasted = [
+        paste_low_face(s.identity_uint8, low, m) for s, low, m in zip(active, lows, matrices, strict=True)
+    ]
+    cond = cond.replace(pasted_frame=to_model(pasted, device))
+    if config.unet.use_edit_mask:
+        size = config.unet.image_size
+        masks = [edit_mask(low, m, size)[..., None] for low, m in zip(lows, matrices, strict=True)]
+        cond = cond.replace(edit_mask=to_mask_tensor(masks).to(device))  # (B, 1, S, S)
+    return cond
 
 
 def _write_outputs(state: _Active, frame: np.ndarray, low: np.ndarray, size: int) -> None:

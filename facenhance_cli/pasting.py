@@ -20,6 +20,11 @@ FEATHER_SIGMA = 2.0  # px at the identity's size: blur of the pasted face's edge
 SEARCH_SCALES = tuple(1.3 * 1.075**k for k in range(11))
 SEARCH_ANGLES = tuple(range(-24, 25, 8))  # degrees; ECC closes the gaps; crops are seldom tilted more
 MIN_SCORE = 0.75  # below this correlation, a note: the shared clips score 0.93-1.0, other people 0.48-0.68
+# The edit mask: the pasted face grown by EDIT_MARGIN px (at 192 px; jaw, brows and hair move around it)
+# and feathered by EDIT_FEATHER px. Its Gaussian has finite support, so far from the face it is exactly 0
+# and a model that multiplies its edit by it returns the identity image there, bit for bit.
+EDIT_MARGIN = 16
+EDIT_FEATHER = 4.0
 
 
 def low_face_mask(low_frame: np.ndarray) -> np.ndarray:
@@ -137,3 +142,18 @@ def paste_low_face(identity_image: np.ndarray, low_frame: np.ndarray, matrix: np
     alpha = cv2.GaussianBlur(alpha, (0, 0), FEATHER_SIGMA)[..., None]  # (S, S, 1) in [0, 1]
     pasted = alpha * face.astype(np.float32) + (1.0 - alpha) * identity_image.astype(np.float32)
     return np.clip(pasted + 0.5, 0, 255).astype(np.uint8)
+
+
+def edit_mask(low_frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: where a model may change the identity image (the pasted face, grown)."""
+    import cv2
+
+    scale = size / 192
+    face = cv2.warpAffine(low_face_mask(low_frame), matrix, (size, size), flags=cv2.INTER_LINEAR) > 0
+    radius = max(1, round(EDIT_MARGIN * scale))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    grown = cv2.dilate(face.astype(np.uint8), kernel).astype(np.float32)
+    sigma = EDIT_FEATHER * scale
+    # Blur inside the grown region only (erode first) so the mask reaches 0 where the growth ends.
+    inner = cv2.erode(grown, np.ones((2 * round(2 * sigma) + 1,) * 2, np.uint8))
+    return np.clip(cv2.GaussianBlur(inner, (0, 0), sigma), 0.0, 1.0)

@@ -27,11 +27,20 @@ import torch
 
 from facenhance_cli import __version__
 from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint, save_checkpoint
+from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import FacenhanceConfig, config_to_toml
-from facenhance_cli.data import FrameDataset, batch_positions, read_manifest, to_tensor, to_uint8
+from facenhance_cli.data import (
+    FrameDataset,
+    batch_positions,
+    conditioning_from_samples,
+    read_manifest,
+    to_tensor,
+    to_uint8,
+)
 from facenhance_cli.diffusion.denoiser import make_denoiser
 from facenhance_cli.diffusion.losses import diffusion_loss
-from facenhance_cli.diffusion.recurrent import PrevNoise, generate_video
+from facenhance_cli.diffusion.precond import edm_loss, model_output
+from facenhance_cli.diffusion.recurrent import generate_video
 from facenhance_cli.diffusion.samplers import ddim
 from facenhance_cli.diffusion.schedule import make_schedule, q_sample
 from facenhance_cli.errors import FacenhanceError, InputError, UsageError
@@ -144,9 +153,7 @@ class Trainer:
             )
         self.local_batch = self.tc.batch_size // self.dist.world_size
         self.schedule = make_schedule(self.config.diffusion)
-        self.prev_noise = PrevNoise(
-            self.config.conditioning.prev_noise_std, self.config.conditioning.prev_noise_per_step
-        )
+        self.prev_noise_std = self.config.conditioning.prev_noise_std
 
         entries = read_manifest(options.data_dir)
         train_entries = [e for e in entries if e.split == "train"]
@@ -155,12 +162,12 @@ class Trainer:
             raise InputError(f"no clips in the train split of {options.data_dir}")
         size, low = self.config.unet.image_size, self.config.encoder.low_size
         workers = max(1, options.workers)
-        pasted = self.config.unet.use_pasted_frame
-        self.train_data = FrameDataset(train_entries, size, low, workers=workers, pasted=pasted)
+        inputs = {"pasted": self.config.unet.use_pasted_frame, "edit_mask": self.config.unet.use_edit_mask}
+        self.train_data = FrameDataset(train_entries, size, low, workers=workers, **inputs)
         self.val_data: FrameDataset | None = None
         if val_entries:
             try:
-                self.val_data = FrameDataset(val_entries, size, low, workers=workers, pasted=pasted)
+                self.val_data = FrameDataset(val_entries, size, low, workers=workers, **inputs)
             except InputError as exc:
                 log.warning("no validation: the test split is unreadable (%s)", exc)
         if self.tc.batch_size > len(self.train_data):
@@ -237,8 +244,9 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
 
     # -- one step ----------------------------------------------------------------------------------------
-    def _batch(self, step: int) -> dict[str, torch.Tensor]:
-        """This rank's share of the global batch at `step`, with its per-sample randomness."""
+    def _batch(self, step: int) -> tuple[torch.Tensor, Conditioning, dict[str, torch.Tensor]]:
+        """This rank's share of the global batch at `step`: x0 (B,3,S,S), its conditioning (clean previous
+        frame) and its per-sample randomness t (B,), eps and z (B,3,S,S)."""
         positions = batch_positions(len(self.train_data), self.tc.batch_size, step, self.tc.seed)
         mine = range(self.dist.rank, self.tc.batch_size, self.dist.world_size)
         samples, ts, eps, zs = [], [], [], []
@@ -249,12 +257,17 @@ class Trainer:
             eps.append(torch.randn(3, size, size, generator=gen))
             zs.append(torch.randn(3, size, size, generator=gen))
             flip = self.tc.flip and bool(torch.rand(1, generator=gen) < 0.5)
-            samples.append(self.train_data.sample(positions[k], flip))
-        batch = {key: to_tensor([s[key] for s in samples]).to(self.device) for key in samples[0]}
-        batch["t"] = torch.tensor(ts, device=self.device)
-        batch["eps"] = torch.stack(eps).to(self.device)
-        batch["z"] = torch.stack(zs).to(self.device)
-        return batch
+            gain = None
+            if self.tc.color_jitter > 0:  # drawn last, so runs without it keep their random streams
+                gain = 1 + self.tc.color_jitter * (2 * torch.rand(3, generator=gen).numpy() - 1)
+            samples.append(self.train_data.sample(positions[k], flip, gain))
+        x0 = to_tensor([s["high"] for s in samples]).to(self.device)
+        noise = {
+            "t": torch.tensor(ts, device=self.device),
+            "eps": torch.stack(eps).to(self.device),
+            "z": torch.stack(zs).to(self.device),
+        }
+        return x0, conditioning_from_samples(samples, self.device), noise
 
     def _lr(self, step: int) -> float:
         if self.tc.warmup_steps and step < self.tc.warmup_steps:
@@ -262,23 +275,21 @@ class Trainer:
         return self.tc.lr
 
     def train_step(self) -> dict[str, float]:
-        """Algorithm 1: x_t from (x0, eps, t), the network sees (x_t, I_id, f_low, f_prev + z); MSE to the target."""
+        """Algorithm 1: x_t from (x0, eps, t), the model sees (x_t, I_id, f_low, f_prev + z); loss to the target."""
         self.network.train()
-        batch = self._batch(self.step)
-        x0 = batch["high"]  # (B, 3, S, S)
-        x_t = q_sample(self.schedule, x0, batch["t"], batch["eps"])
-        prev = batch["prev"] + self.prev_noise.std * batch["z"]
+        x0, cond, noise = self._batch(self.step)
+        t = noise["t"]
+        x_t = q_sample(self.schedule, x0, t, noise["eps"])
+        assert cond.prev_frame is not None  # the dataset always gives the previous frame
+        cond = cond.replace(prev_frame=cond.prev_frame + self.prev_noise_std * noise["z"])
         lr = self._lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(
             self.device.split(":")[0], dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
         ):
-            output = self.forward(x_t, batch["t"], batch["identity"], prev, batch["low"], batch.get("pasted"))
-        d = self.config.diffusion
-        loss = diffusion_loss(
-            self.schedule, d.prediction, d.loss, output.float(), x_t, batch["t"], x0, batch["eps"]
-        )
+            output = model_output(self.forward, self.config, self.schedule, x_t, t, cond)
+        loss = self.loss(output.float(), x_t, t, x0, noise["eps"], cond)
         if not torch.isfinite(loss):
             raise FacenhanceError(f"loss became {loss.item()} at step {self.step}: lower --lr or use fp32")
         self.optimizer.zero_grad(set_to_none=True)
@@ -307,6 +318,21 @@ class Trainer:
                 loss_value = loss_value / self.dist.world_size
         return {"loss": float(loss_value), "lr": lr, "grad_norm": float(grad_norm)}
 
+    def loss(
+        self,
+        output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        x0: torch.Tensor,
+        eps: torch.Tensor,
+        cond: Conditioning,
+    ) -> torch.Tensor:
+        """Scalar loss of a model output (its parameterization) for the true (x0, eps)."""
+        d = self.config.diffusion
+        if d.preconditioning == "edm":
+            return edm_loss(output, x0, t, self.schedule, d.sigma_data, cond.edit_mask)
+        return diffusion_loss(self.schedule, d.prediction, d.loss, output, x_t, t, x0, eps)
+
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = self.tc.ema_decay
@@ -326,7 +352,6 @@ class Trainer:
         n = min(VALIDATION_SAMPLES, len(self.val_data))
         positions = np.linspace(0, len(self.val_data) - 1, n).round().astype(int)
         size = self.config.unet.image_size
-        d = self.config.diffusion
         total = 0.0
         for start in range(0, n, self.tc.batch_size):
             chunk = positions[start : start + self.tc.batch_size]
@@ -340,17 +365,12 @@ class Trainer:
             eps = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(self.device)
             z = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(self.device)
             x0 = to_tensor([s["high"] for s in samples]).to(self.device)
-            prev = to_tensor([s["prev"] for s in samples]).to(self.device) + self.prev_noise.std * z
-            identity = to_tensor([s["identity"] for s in samples]).to(self.device)
-            low = to_tensor([s["low"] for s in samples]).to(self.device)
-            pasted = (
-                to_tensor([s["pasted"] for s in samples]).to(self.device) if self.val_data.pasted else None
-            )
+            cond = conditioning_from_samples(samples, self.device)
+            assert cond.prev_frame is not None
+            cond = cond.replace(prev_frame=cond.prev_frame + self.prev_noise_std * z)
             x_t = q_sample(self.schedule, x0, t, eps)
-            output = self.ema(x_t, t, identity, prev, low, pasted)
-            total += float(
-                diffusion_loss(self.schedule, d.prediction, d.loss, output, x_t, t, x0, eps)
-            ) * len(chunk)
+            output = model_output(self.ema, self.config, self.schedule, x_t, t, cond)
+            total += float(self.loss(output, x_t, t, x0, eps, cond)) * len(chunk)
         return total / n
 
     @torch.no_grad()
@@ -364,24 +384,19 @@ class Trainer:
         ci = 0
         clip = data.clip(ci)
         n = min(n_frames, len(clip.high))
-        identity = to_tensor([clip.identity]).to(self.device)
-        lows = [to_tensor([clip.low[i]]).to(self.device) for i in range(n)]
-        pasted = (
-            [to_tensor([data.pasted_frame(ci, i)]).to(self.device) for i in range(n)] if data.pasted else None
-        )
-        denoiser = make_denoiser(
-            self.ema, self.schedule, self.config.diffusion.prediction, self.config.diffusion.clip_x0
-        )
+        conds = [
+            conditioning_from_samples([data.sample(data.index.index((ci, i)), flip=False)], self.device)
+            for i in range(n)
+        ]
+        denoiser = make_denoiser(self.ema, self.config, self.schedule)
         frames = generate_video(
             denoiser,
             ddim,
             self.schedule,
-            lows,
-            identity,
+            conds,
             seeds=[self.tc.seed],
-            prev_noise=self.prev_noise,
+            prev_noise=self.config.conditioning,
             sampler_options={"steps": min(steps, self.schedule.num_timesteps)},
-            pasted_frames=pasted,
         )
         size = self.config.unet.image_size
         rows = []

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from facenhance_cli.checkpoint import FORMAT_VERSION, load_for_inference, read_checkpoint, save_checkpoint
+from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import FacenhanceConfig, load_preset
 from facenhance_cli.errors import CheckpointError
 from facenhance_cli.nn.unet import build_network
@@ -24,7 +25,8 @@ def test_save_load_gives_identical_output(tmp_path):
     low = torch.randn(1, 3, 64, 64)
     t = torch.tensor([3])
     with torch.no_grad():
-        torch.testing.assert_close(loaded.network(x, t, x, x, low), net(x, t, x, x, low), rtol=0, atol=0)
+        cond = Conditioning(x, low, prev_frame=x)
+        torch.testing.assert_close(loaded.network(x, t, cond), net(x, t, cond), rtol=0, atol=0)
     assert loaded.config == config
     assert loaded.meta["trained_on"] == "unit test"
     raw = torch.load(path, weights_only=True)

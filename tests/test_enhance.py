@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from facenhance_cli.checkpoint import save_checkpoint
 from facenhance_cli.cli import app
+from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import load_preset
 from facenhance_cli.nn.unet import build_network
 from facenhance_cli.video import probe_video, read_video, write_image, write_video
@@ -175,9 +176,8 @@ def test_steps_T_eta0_is_the_papers_algorithm_3(model_path, inputs, tmp_path):
         f_prev = prev + torch.randn(1, 3, SIZE, SIZE, generator=gen)
         for t in range(49, -1, -1):
             with torch.no_grad():
-                v = model.network(
-                    x.float(), torch.tensor([t]), identity, f_prev, to_tensor([low[n]])
-                ).double()
+                cond = Conditioning(identity, to_tensor([low[n]]), prev_frame=f_prev)
+                v = model.network(x.float(), torch.tensor([t]), cond).double()
             a, s = abar[t] ** 0.5, (1 - abar[t]) ** 0.5
             x0 = (a * x - s * v).clamp(-1, 1)  # v-prediction -> x0, clipped as the sampler does
             eps = (x - a * x0) / s
@@ -405,3 +405,57 @@ def test_a_foreign_identity_gets_a_note(tmp_path):
         result = enhance(tmp_path / "low.mp4", "--identity", identity, "-o", out, "--model", model, "-v")
         assert result.exit_code == 0 and out.is_file(), result.output
         assert ("not found in the identity image" in result.output) == noted, result.output
+
+
+def edm_masked_config(size: int):
+    return load_preset("tiny").replace(
+        **{
+            "unet.image_size": size,
+            "unet.use_prev_frame": False,
+            "unet.identity_skip": True,
+            "unet.use_pasted_frame": True,
+            "unet.use_edit_mask": True,
+            "diffusion.prediction": "x0",
+            "diffusion.loss": "x0",
+            "diffusion.preconditioning": "edm",
+            "diffusion.sigma_data": 0.2,
+            "sampling.steps": 3,
+        }
+    )
+
+
+def assert_identity_outside_the_edit_mask(model, tmp_path, n_frames=3):
+    """Enhance the example's first frames losslessly; where the edit mask is 0 the output must be the
+    identity image bit for bit, and inside it the model must have changed something."""
+    from facenhance_cli.pasting import edit_mask, locate_low_face
+    from facenhance_cli.video import read_image
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    low, fps = read_video(examples / "low.mp4", max_frames=n_frames)
+    write_video(tmp_path / "low.mkv", low, fps, lossless=True)
+    out = tmp_path / "out.mkv"
+    result = enhance(
+        tmp_path / "low.mkv", "-i", examples / "neutral.png", "-o", out, "--model", model, "--lossless"
+    )
+    assert result.exit_code == 0, result.output
+    got, _ = read_video(out)
+    identity = read_image(examples / "neutral.png")
+    matrix, _ = locate_low_face(identity, low[0])
+    for frame, low_frame in zip(got, low, strict=True):
+        outside = edit_mask(low_frame, matrix, identity.shape[0]) == 0
+        assert 0.3 < outside.mean() < 0.9  # the mask covers the head, not the whole frame
+        assert (frame[outside] == identity[outside]).all()
+        assert np.abs(frame[~outside].astype(int) - identity[~outside].astype(int)).max() > 10
+
+
+def test_edit_masked_model_keeps_the_identity_image_away_from_the_head(tmp_path):
+    """An EDM, edit-masked model with random weights (it edits everywhere it may) leaves every pixel
+    outside the edit mask equal to the identity image."""
+    config = edm_masked_config(192)
+    torch.manual_seed(0)
+    net = build_network(config)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model = save_checkpoint(tmp_path / "masked.pt", config, net.state_dict())
+    assert_identity_outside_the_edit_mask(model, tmp_path)

@@ -5,10 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
+from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import FacenhanceConfig, load_preset
 from facenhance_cli.costs import measure_cost
 from facenhance_cli.errors import UsageError
 from facenhance_cli.nn.unet import build_network, count_parameters
+
+EDM_MASKED = {
+    "unet.use_pasted_frame": True,
+    "unet.use_prev_frame": False,
+    "unet.use_edit_mask": True,
+    "unet.identity_skip": True,
+    "diffusion.preconditioning": "edm",
+    "diffusion.prediction": "x0",
+    "diffusion.loss": "x0",
+}
 
 
 def tiny(**overrides) -> FacenhanceConfig:
@@ -19,7 +30,8 @@ def run(net, size=32, batch=2):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=gen)
     low = torch.randn(batch, 3, 64, 64, generator=gen)
-    return net(x, torch.tensor([5, 900][:batch]), x, x, low, x)
+    mask = torch.rand(batch, 1, size, size, generator=gen)
+    return net(x, torch.tensor([5, 900][:batch]), Conditioning(x, low, x, x, mask))
 
 
 @pytest.mark.parametrize(
@@ -30,7 +42,8 @@ def run(net, size=32, batch=2):
         ({"unet.use_prev_frame": False}, 6),
         ({"unet.use_prev_frame": False, "unet.use_expression_encoder": False}, 9),
         ({"unet.use_pasted_frame": True}, 12),
-        ({"unet.use_pasted_frame": True, "unet.use_prev_frame": False}, 9),  # the small preset
+        ({"unet.use_pasted_frame": True, "unet.use_prev_frame": False}, 9),  # small-v2
+        (EDM_MASKED, 10),  # the small preset: pasted frame and edit mask
     ],
 )
 def test_output_shape_for_every_ablation(overrides, in_channels):
@@ -49,11 +62,11 @@ def test_expression_tokens_change_the_output():
             p.add_(torch.randn_like(p) * 0.05)
     x = torch.randn(1, 3, 32, 32)
     t = torch.tensor([10])
-    a = net(x, t, x, x, torch.zeros(1, 3, 64, 64))
-    b = net(x, t, x, x, torch.ones(1, 3, 64, 64))
+    a = net(x, t, Conditioning(x, torch.zeros(1, 3, 64, 64), prev_frame=x))
+    b = net(x, t, Conditioning(x, torch.ones(1, 3, 64, 64), prev_frame=x))
     assert (a - b).abs().max() > 1e-4
     # And the previous frame matters too.
-    c = net(x, t, x, torch.zeros_like(x), torch.zeros(1, 3, 64, 64))
+    c = net(x, t, Conditioning(x, torch.zeros(1, 3, 64, 64), prev_frame=torch.zeros_like(x)))
     assert (a - c).abs().max() > 1e-4
 
 
@@ -112,13 +125,21 @@ def test_bad_values_are_usage_errors(key, value, message):
         load_preset("tiny").replace(**{key: value}).validate()
 
 
+def model_out(config, net, x, t, cond):
+    from facenhance_cli.diffusion.precond import model_output
+    from facenhance_cli.diffusion.schedule import make_schedule
+
+    return model_output(net, config, make_schedule(config.diffusion), x, t, cond)
+
+
 def test_identity_skip_starts_as_the_identity_image():
     config = tiny(**{"unet.identity_skip": True})
     net = build_network(config)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 32, 32, generator=gen)
     identity = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
-    out = net(x, torch.tensor([5, 900]), identity, x, torch.randn(2, 3, 64, 64, generator=gen))
+    cond = Conditioning(identity, torch.randn(2, 3, 64, 64, generator=gen), prev_frame=x)
+    out = model_out(config, net, x, torch.tensor([5, 900]), cond)
     torch.testing.assert_close(out, identity)  # zero-initialised output layer + the skip
     with pytest.raises(UsageError, match="identity_skip"):
         tiny(**{"unet.identity_skip": True, "diffusion.prediction": "v"}).validate()
@@ -131,6 +152,7 @@ def test_pasted_frame_skip_starts_as_the_pasted_frame():
     x = torch.randn(2, 3, 32, 32, generator=gen)
     identity, pasted = (torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
     low = torch.randn(2, 3, 64, 64, generator=gen)
-    torch.testing.assert_close(net(x, torch.tensor([5, 900]), identity, x, low, pasted), pasted)
-    with pytest.raises(ValueError, match="pasted frame"):
-        net(x, torch.tensor([5, 900]), identity, x, low)
+    cond = Conditioning(identity, low, prev_frame=x, pasted_frame=pasted)
+    torch.testing.assert_close(model_out(config, net, x, torch.tensor([5, 900]), cond), pasted)
+    with pytest.raises(ValueError, match="pasted_frame"):
+        net(x, torch.tensor([5, 900]), cond.replace(pasted_frame=None))

@@ -6,10 +6,11 @@ import numpy as np
 import torch
 from helpers import make_prepared_dataset
 
+from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import load_preset
 from facenhance_cli.data import to_tensor, to_uint8
 from facenhance_cli.diffusion.denoiser import make_denoiser
-from facenhance_cli.diffusion.recurrent import PrevNoise, generate_frame
+from facenhance_cli.diffusion.recurrent import generate_frame
 from facenhance_cli.diffusion.samplers import ddim
 from facenhance_cli.diffusion.schedule import make_schedule
 from facenhance_cli.training import Trainer, TrainOptions
@@ -44,11 +45,10 @@ def test_tiny_model_overfits_one_frame_pair(tmp_path):
     identity = to_tensor([trainer.train_data.clip(0).identity])
     low = to_tensor([trainer.train_data.clip(0).low[0]])
     schedule = make_schedule(config.diffusion)
-    denoiser = make_denoiser(trainer.ema, schedule, config.diffusion.prediction)
+    denoiser = make_denoiser(trainer.ema, config, schedule)
+    cond = Conditioning(identity, low, prev_frame=identity)
     with torch.no_grad():
-        out = generate_frame(
-            denoiser, ddim, schedule, low, identity, identity, [0], [0], PrevNoise(1.0), {"steps": 10}
-        )
+        out = generate_frame(denoiser, ddim, schedule, cond, [0], [0], config.conditioning, {"steps": 10})
     generated = to_uint8(out)[0]
     # The identity image is the same scene with a closed mouth; copying it scores this much.
     baseline = psnr(trainer.train_data.clip(0).identity, target)

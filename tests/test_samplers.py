@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facenhance_cli.config import DiffusionConfig
+from facenhance_cli.conditioning import Conditioning
+from facenhance_cli.config import ConditioningConfig, DiffusionConfig
 from facenhance_cli.diffusion.noise import frame_generator
-from facenhance_cli.diffusion.recurrent import PrevNoise, generate_frame, generate_video
-from facenhance_cli.diffusion.samplers import ddim, ddim_timesteps, ddpm, get_sampler
+from facenhance_cli.diffusion.recurrent import generate_frame, generate_video
+from facenhance_cli.diffusion.samplers import ddim, ddim_timesteps, ddpm, get_sampler, sdedit_start
 from facenhance_cli.diffusion.schedule import make_schedule, xprev_target
 
 SCHEDULE = make_schedule(DiffusionConfig(num_timesteps=50))
@@ -98,9 +99,9 @@ class RecordingDenoiser:
         self.calls = []
 
     def __call__(self, x_t, t, cond):
-        self.calls.append({k: v.clone() for k, v in cond.items()})
+        self.calls.append({k: v.clone() for k, v in vars(cond).items() if v is not None})
         # x0 = the low frame's mean value broadcast: lets the test tell frames apart.
-        x0 = cond["low_frame"].mean(dim=(1, 2, 3), keepdim=True).expand_as(x_t)
+        x0 = cond.low_frame.mean(dim=(1, 2, 3), keepdim=True).expand_as(x_t)
         return x0, torch.zeros_like(x_t)
 
 
@@ -113,10 +114,9 @@ def test_recurrent_loop_feeds_identity_then_previous_generated_frame():
             stub,
             ddim,
             SCHEDULE,
-            lows,
-            identity,
+            [Conditioning(identity, low) for low in lows],
             seeds=[0],
-            prev_noise=PrevNoise(std=0.0),
+            prev_noise=ConditioningConfig(prev_noise_std=0.0),
             sampler_options={"steps": 2},
         )
     )
@@ -133,12 +133,9 @@ def test_prev_frame_noise_once_per_frame_or_every_step():
     identity = torch.zeros(1, 3, 8, 8)
     low = torch.zeros(1, 3, 4, 4)
     per_frame, per_step = RecordingDenoiser(), RecordingDenoiser()
-    generate_frame(
-        per_frame, ddim, SCHEDULE, low, identity, identity, [0], [0], PrevNoise(1.0, False), {"steps": 3}
-    )
-    generate_frame(
-        per_step, ddim, SCHEDULE, low, identity, identity, [0], [0], PrevNoise(1.0, True), {"steps": 3}
-    )
+    cond = Conditioning(identity, low, prev_frame=identity)
+    generate_frame(per_frame, ddim, SCHEDULE, cond, [0], [0], ConditioningConfig(1.0, False), {"steps": 3})
+    generate_frame(per_step, ddim, SCHEDULE, cond, [0], [0], ConditioningConfig(1.0, True), {"steps": 3})
     first = per_frame.calls[0]["prev_frame"]
     assert 0.8 < first.std().item() < 1.2  # z ~ N(0, 1) on the previous frame
     assert all(torch.equal(c["prev_frame"], first) for c in per_frame.calls)
@@ -146,24 +143,14 @@ def test_prev_frame_noise_once_per_frame_or_every_step():
 
 
 def test_result_does_not_depend_on_batch_composition():
-    stub = lambda x_t, t, c: (torch.tanh(x_t + c["prev_frame"]), x_t * 0.5)  # noqa: E731
+    stub = lambda x_t, t, c: (torch.tanh(x_t + c.prev_frame), x_t * 0.5)  # noqa: E731
     identity = torch.zeros(2, 3, 8, 8)
     low = torch.zeros(2, 3, 4, 4)
-    pair = generate_frame(
-        stub, ddim, SCHEDULE, low, identity, identity, [7, 8], [3, 3], PrevNoise(), {"steps": 4, "eta": 1.0}
-    )
-    alone = generate_frame(
-        stub,
-        ddim,
-        SCHEDULE,
-        low[:1],
-        identity[:1],
-        identity[:1],
-        [7],
-        [3],
-        PrevNoise(),
-        {"steps": 4, "eta": 1.0},
-    )
+    options = {"steps": 4, "eta": 1.0}
+    cond = Conditioning(identity, low, prev_frame=identity)
+    pair = generate_frame(stub, ddim, SCHEDULE, cond, [7, 8], [3, 3], ConditioningConfig(), options)
+    alone_cond = Conditioning(identity[:1], low[:1], prev_frame=identity[:1])
+    alone = generate_frame(stub, ddim, SCHEDULE, alone_cond, [7], [3], ConditioningConfig(), options)
     torch.testing.assert_close(pair[:1], alone)
     assert not torch.allclose(pair[0], pair[1])
 
@@ -177,17 +164,22 @@ def test_ddim_strength_starts_from_the_noised_pasted_frame():
 
     def recording(x_t, t, cond):
         seen.append((int(t[0]), x_t.clone()))
-        return cond["pasted_frame"], torch.zeros_like(x_t)
+        return cond.pasted_frame, torch.zeros_like(x_t)
 
-    cond = {"identity_image": identity, "pasted_frame": pasted, "prev_frame": identity, "low_frame": identity}
+    cond = Conditioning(identity, identity, pasted_frame=pasted)
     gens = [torch.Generator().manual_seed(0)]
-    out = ddim(recording, x_T, SCHEDULE, cond, gens, steps=3, strength=0.4)
+    x_start, t_start = sdedit_start(SCHEDULE, 0.4, cond.base, x_T)
+    out = ddim(recording, x_start, SCHEDULE, cond, gens, steps=3, t_start=t_start)
     abar = SCHEDULE.alphas_cumprod.double()
     assert [t for t, _ in seen] == ddim_timesteps(20, 3) == [19, 12, 6]
     expected = abar[19].sqrt() * pasted.double() + (1 - abar[19]).sqrt() * x_T.double()
     torch.testing.assert_close(seen[0][1].double(), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(out, pasted)  # x0 = pasted, eps = 0 at every step
-    full = ddim(recording, x_T, SCHEDULE, cond, gens, steps=3, strength=1.0)
+    x_start, t_start = sdedit_start(SCHEDULE, 1.0, cond.base, x_T)
+    assert t_start == 49 and x_start is x_T
+    full = ddim(recording, x_T, SCHEDULE, cond, gens, steps=3)
     assert seen[3][0] == 49 and torch.equal(seen[3][1], x_T) and torch.equal(full, out)
     with pytest.raises(ValueError, match="strength"):
-        ddim(recording, x_T, SCHEDULE, cond, gens, steps=3, strength=0.0)
+        sdedit_start(SCHEDULE, 0.0, cond.base, x_T)
+    with pytest.raises(ValueError, match="t_start"):
+        ddim(recording, x_T, SCHEDULE, cond, gens, steps=3, t_start=50)

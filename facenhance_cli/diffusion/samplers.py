@@ -1,17 +1,19 @@
-"""Samplers: plain functions `(denoiser, x_T, schedule, cond, generators, progress, **options) -> x0`.
+"""Samplers: plain functions `(denoiser, x_start, schedule, cond, generators, progress, **options) -> x0`.
 
 Update math runs in float64 (EDM habit); the denoiser sees float32. Randomness comes only from
-`generators` (one per batch row; see noise.py). `progress(i, n)` is called after each step.
+`generators` (one per batch row; see noise.py). `progress(i, n)` is called after each step. `cond` is
+opaque: it goes to the denoiser untouched, so samplers know nothing of faces.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from facenhance_cli.diffusion.denoiser import Cond, Denoiser
+from facenhance_cli.diffusion.denoiser import Denoiser
 from facenhance_cli.diffusion.noise import randn_per_sample
 from facenhance_cli.diffusion.schedule import Schedule
 
@@ -34,31 +36,28 @@ def _batch_t(t: int, x: torch.Tensor) -> torch.Tensor:
 
 def ddim(
     denoiser: Denoiser,
-    x_T: torch.Tensor,
+    x_start: torch.Tensor,
     schedule: Schedule,
-    cond: Cond,
+    cond: Any,
     generators: Sequence[torch.Generator],
     progress: Progress = None,
     *,
     steps: int = 25,
     eta: float = 0.0,
-    strength: float = 1.0,
+    t_start: int | None = None,
 ) -> torch.Tensor:
-    """DDIM (Song et al. 2021, eq. 12). steps = T with eta = 0 is the paper's Algorithms 2-3 (METHOD.md).
+    """DDIM (Song et al. 2021, eq. 12) from x_start at step t_start (T-1 by default: pure noise).
 
-    strength < 1 starts from a noised conditioning image instead of pure noise (SDEdit, Meng et al. 2022):
-    x_s = sqrt(abar_s) x_init + sqrt(1 - abar_s) x_T at s = round(strength T) - 1, then `steps` DDIM steps
-    from s; x_init is the pasted frame when the model has one, else the identity image.
+    steps = T with eta = 0 is the paper's Algorithms 2-3 (METHOD.md). A later start (t_start < T-1, with
+    x_start the caller's noised image) is SDEdit (Meng et al. 2022); `steps` then spans t_start..0.
     """
-    if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    n = schedule.num_timesteps
+    t_start = n - 1 if t_start is None else t_start
+    if not 0 <= t_start < n:
+        raise ValueError(f"t_start must be in 0..{n - 1}, got {t_start}")
     abar = schedule.alphas_cumprod.tolist()
-    start = max(1, min(schedule.num_timesteps, round(strength * schedule.num_timesteps)))
-    timesteps = ddim_timesteps(start, min(steps, start))
-    x = x_T.double()
-    if start < schedule.num_timesteps:
-        x_init = cond.get("pasted_frame", cond["identity_image"]).double()
-        x = abar[start - 1] ** 0.5 * x_init + (1 - abar[start - 1]) ** 0.5 * x
+    timesteps = ddim_timesteps(t_start + 1, min(steps, t_start + 1))
+    x = x_start.double()
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         abar_t = abar[t]
@@ -73,11 +72,27 @@ def ddim(
     return x.float()
 
 
+def sdedit_start(
+    schedule: Schedule, strength: float, x_init: torch.Tensor, noise: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """(x_s, s): x_init noised to step s = round(strength T) - 1, x_s = sqrt(abar_s) x_init + sqrt(1 - abar_s) noise
+    (SDEdit, Meng et al. 2022); strength 1 gives (noise, T - 1), the usual start."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    n = schedule.num_timesteps
+    start = max(1, min(n, round(strength * n)))
+    if start == n:
+        return noise, n - 1
+    abar = float(schedule.alphas_cumprod[start - 1])
+    # float64, as the sampler's own updates: the first step then sees exactly this start.
+    return abar**0.5 * x_init.double() + (1 - abar) ** 0.5 * noise.double(), start - 1
+
+
 def ddpm(
     denoiser: Denoiser,
     x_T: torch.Tensor,
     schedule: Schedule,
-    cond: Cond,
+    cond: Any,
     generators: Sequence[torch.Generator],
     progress: Progress = None,
     *,
@@ -115,8 +130,3 @@ def get_sampler(name: str) -> Sampler:
         return SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown sampler {name!r} (available: {', '.join(SAMPLERS)})") from None
-
-
-def network_calls(sampler: str, steps: int, num_timesteps: int) -> int:
-    """Denoiser calls one frame costs."""
-    return num_timesteps if sampler == "ddpm" else steps

@@ -56,7 +56,7 @@ def make_schedule(config: DiffusionConfig) -> Schedule:
     return Schedule(betas, alphas_cumprod, alphas_cumprod_prev, posterior_variance)
 
 
-def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def at_timestep(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[t] shaped (B, 1, 1, 1) for broadcasting over images, in `like`'s dtype and device."""
     out = values.to(t.device)[t.long()]
     return out.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
@@ -64,19 +64,19 @@ def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tens
 
 def q_sample(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Ho et al. eq. 4)."""
-    abar = _at(schedule.alphas_cumprod, t, x0)
+    abar = at_timestep(schedule.alphas_cumprod, t, x0)
     return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
 
 
 def xprev_target(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """The paper's target x_{t-1} = sqrt(abar_{t-1}) x0 + sqrt(1 - abar_{t-1}) eps, same eps as x_t (Alg. 1)."""
-    abar_prev = _at(schedule.alphas_cumprod_prev, t, x0)
+    abar_prev = at_timestep(schedule.alphas_cumprod_prev, t, x0)
     return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
 
 
 def v_target(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022, Sec. 4)."""
-    abar = _at(schedule.alphas_cumprod, t, x0)
+    abar = at_timestep(schedule.alphas_cumprod, t, x0)
     return abar.sqrt() * eps - (1 - abar).sqrt() * x0
 
 
@@ -101,7 +101,7 @@ def to_x0_eps(
     """Convert a network output of parameterization `prediction` to (x0_pred, eps_pred), in float64 math."""
     out = output.double()
     xt = x_t.double()
-    abar = _at(schedule.alphas_cumprod, t, xt)
+    abar = at_timestep(schedule.alphas_cumprod, t, xt)
     a, s = abar.sqrt(), (1 - abar).sqrt()
     if prediction == "eps":
         eps = out
@@ -115,7 +115,7 @@ def to_x0_eps(
     elif prediction == "xprev":
         # Solve [x_t; x_{t-1}] = [[a, s], [a_prev, s_prev]] [x0; eps]; the determinant is ~beta_t / 2,
         # which is why METHOD.md advises against this parameterization.
-        abar_prev = _at(schedule.alphas_cumprod_prev, t, xt)
+        abar_prev = at_timestep(schedule.alphas_cumprod_prev, t, xt)
         ap, sp = abar_prev.sqrt(), (1 - abar_prev).sqrt()
         det = a * sp - s * ap
         x0 = (sp * xt - s * out) / det
@@ -127,7 +127,7 @@ def to_x0_eps(
 
 def eps_from_x0(schedule: Schedule, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     """eps consistent with x_t and a (possibly clipped) x0: (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)."""
-    abar = _at(schedule.alphas_cumprod, t, x_t.double())
+    abar = at_timestep(schedule.alphas_cumprod, t, x_t.double())
     return (x_t.double() - abar.sqrt() * x0.double()) / (1 - abar).sqrt()
 
 

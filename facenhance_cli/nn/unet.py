@@ -1,4 +1,4 @@
-"""Conditional UNet of FacEnhance (Sec. 4.1.2, 5.2): (x_t, t, identity, prev frame, low frame) -> 3 channels."""
+"""Conditional UNet of FacEnhance (Sec. 4.1.2, 5.2): (x_t, t, conditioning) -> 3 channels."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import FacenhanceConfig, UNetConfig
 from facenhance_cli.nn.encoder import ExpressionEncoder
 from facenhance_cli.nn.layers import AttentionBlock, Downsample, ResBlock, Upsample, timestep_embedding
@@ -97,33 +98,11 @@ class ConditionalUNet(nn.Module):
         nn.init.zeros_(out_conv.weight)
         nn.init.zeros_(out_conv.bias)
 
-    def forward(
-        self,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        identity_image: torch.Tensor,
-        prev_frame: torch.Tensor,
-        low_frame: torch.Tensor,
-        pasted_frame: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """(B,3,S,S) noisy frame, (B,) int steps, (B,3,S,S) identity, (B,3,S,S) noisy prev, (B,3,64,64) low,
-        (B,3,S,S) pasted frame (the low face warped onto the identity; with unet.use_pasted_frame only)."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """(B,3,S,S) network input, (B,) int steps, the conditioning its config uses -> (B,3,S,S)."""
+        h = self.input_conv(torch.cat(self._inputs(x_t, cond), dim=1))  # (B, ch0, S, S)
+        tokens = self.encoder(cond.low_frame) if self.encoder is not None else None  # (B, E, token_dim)
         u = self.config.unet
-        if u.use_pasted_frame and pasted_frame is None:
-            raise ValueError("this network conditions on the pasted frame (unet.use_pasted_frame)")
-        inputs = [x_t]
-        if u.use_identity:
-            inputs.append(identity_image)
-        if u.use_prev_frame:
-            inputs.append(prev_frame)
-        tokens: torch.Tensor | None = None
-        if self.encoder is not None:
-            tokens = self.encoder(low_frame)  # (B, E, token_dim)
-        else:
-            inputs.append(F.interpolate(low_frame, size=x_t.shape[-2:], mode="bilinear", align_corners=False))
-        if pasted_frame is not None and u.use_pasted_frame:
-            inputs.append(pasted_frame)
-        h = self.input_conv(torch.cat(inputs, dim=1))  # (B, ch0, S, S)
         emb = self.time_embed(timestep_embedding(t, u.base_channels).to(h.dtype))  # (B, emb_dim)
 
         def level_tokens(level: int) -> torch.Tensor | None:
@@ -153,12 +132,35 @@ class ConditionalUNet(nn.Module):
                     h = stage.attentions[i](h, level_tokens(level))
             if i_up < len(self.upsample):
                 h = self.upsample[i_up](h)
-        out = self.out(h)  # (B, 3, S, S)
-        if u.identity_skip:
-            # The output layer starts at zero, so an untrained network returns the identity image itself
-            # (or the pasted frame: the identity with the low face on it).
-            out = out + (pasted_frame if u.use_pasted_frame else identity_image)
-        return out
+        return self.out(h)  # (B, 3, S, S)
+
+    def _inputs(self, x_t: torch.Tensor, cond: Conditioning) -> list[torch.Tensor]:
+        """The images stacked on channels, in a fixed order: x_t, I_id, f_prev, f_low up, pasted, mask."""
+        u = self.config.unet
+        wanted = {
+            "identity_image": u.use_identity,
+            "prev_frame": u.use_prev_frame,
+            "pasted_frame": u.use_pasted_frame,
+            "edit_mask": u.use_edit_mask,
+        }
+        missing = [name for name, used in wanted.items() if used and getattr(cond, name) is None]
+        if missing:
+            raise ValueError(
+                f"this network conditions on {', '.join(missing)}, which the caller did not give"
+            )
+        inputs = [x_t]
+        if u.use_identity:
+            inputs.append(cond.identity_image)
+        if u.use_prev_frame:
+            inputs.append(cast(torch.Tensor, cond.prev_frame))
+        if self.encoder is None:
+            low_up = F.interpolate(cond.low_frame, size=x_t.shape[-2:], mode="bilinear", align_corners=False)
+            inputs.append(low_up)
+        if u.use_pasted_frame:
+            inputs.append(cast(torch.Tensor, cond.pasted_frame))
+        if u.use_edit_mask:
+            inputs.append(cast(torch.Tensor, cond.edit_mask))
+        return inputs
 
 
 def build_network(config: FacenhanceConfig) -> ConditionalUNet:

@@ -1,0 +1,42 @@
+"""What the denoiser of frame n sees besides x_t (Sec. 4.1.2), as one object from the dataset to the network."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Conditioning tensors of a batch, float32; images in [-1, 1], masks in [0, 1].
+
+    Which fields a model needs is set by its config (unet.use_prev_frame, use_pasted_frame, use_edit_mask);
+    the dataset fills exactly those, and the training step, the samplers and the denoiser pass it on as is.
+    """
+
+    identity_image: torch.Tensor  # (B, 3, S, S) neutral identity image I_id
+    low_frame: torch.Tensor  # (B, 3, L, L) aligned low face on black f_low^n
+    prev_frame: torch.Tensor | None = None  # (B, 3, S, S) f_prev^{n-1} with its noise z already added
+    pasted_frame: torch.Tensor | None = None  # (B, 3, S, S) ours: the low face warped onto I_id
+    edit_mask: torch.Tensor | None = None  # (B, 1, S, S) ours: where the output may differ from the base
+
+    @property
+    def base(self) -> torch.Tensor:
+        """(B, 3, S, S) the image a skip-connected model edits: the pasted frame, else the identity image."""
+        return self.pasted_frame if self.pasted_frame is not None else self.identity_image
+
+    def replace(self, **changes: Any) -> Conditioning:
+        """A copy with some fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+    def to(self, device: torch.device | str) -> Conditioning:
+        """The same conditioning on `device`."""
+        moved: dict[str, Any] = {
+            f.name: (value.to(device) if value is not None else None)
+            for f in dataclasses.fields(self)
+            for value in [getattr(self, f.name)]
+        }
+        return Conditioning(**moved)

@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # heavy modules (torch, dlib) are imported where they are use
     from facenhance_cli.metrics.i3d import InceptionI3d
     from facenhance_cli.metrics.identity import DlibFaces
 
-METRICS = ("psnr", "ssim", "acd", "acd_i", "fvd", "lmk", "id_match")
+METRICS = ("psnr", "ssim", "acd", "acd_i", "fvd", "lmk", "id_match", "sharpness")
+NEEDS_GT_LANDMARKS = {"lmk", "sharpness"}  # scored with the ground truth's 68 dlib landmarks
 BASELINES = ("identity", "bicubic", "paste")
 METHOD = "method"  # the generated videos; baselines are reported beside it under their own names
 # Report keys, in a stable order: a video-level value for each (FVD only exists over the set).
@@ -45,6 +46,7 @@ VIDEO_KEYS = (
     "lmk_nme_eyes",
     "expr_nme",
     "id_match",
+    "sharpness",
 )
 SUMMARY_KEYS = (
     "psnr",
@@ -57,6 +59,7 @@ SUMMARY_KEYS = (
     "lmk_nme_eyes",
     "expr_nme",
     "id_match",
+    "sharpness",
 )
 CLIP_FOLDER_FILES = {"gen": "high.mkv", "gt": "high.mkv", "low": "low.mkv"}
 IDENTITY_FILE = "identity.png"
@@ -496,7 +499,7 @@ class _Nets:
         self.i3d_sha256: str | None = None
         self.dlib_sha256: dict[str, str] = {}
         need_emb = bool(metrics & {"acd", "acd_i", "id_match"})
-        need_lmk = "lmk" in metrics
+        need_lmk = bool(metrics & NEEDS_GT_LANDMARKS)
         paths: dict[str, Path | None] = {
             "dlib_embedding": None,
             "dlib_landmarks5": None,
@@ -505,7 +508,7 @@ class _Nets:
         for name, needed, dropped in (
             ("dlib_embedding", need_emb, {"acd", "acd_i", "id_match"}),
             ("dlib_landmarks5", need_emb, {"acd", "acd_i", "id_match"}),
-            ("dlib_landmarks68", need_lmk, {"lmk"}),
+            ("dlib_landmarks68", need_lmk, NEEDS_GT_LANDMARKS),
         ):
             if not needed:
                 continue
@@ -514,7 +517,7 @@ class _Nets:
             except MissingWeightsError as exc:
                 notes.append(f"skipped {', '.join(sorted(dropped & metrics))}: {exc}")
                 metrics -= dropped
-        if metrics & {"acd", "acd_i", "id_match", "lmk"}:
+        if metrics & ({"acd", "acd_i", "id_match"} | NEEDS_GT_LANDMARKS):
             from facenhance_cli.metrics.identity import DlibFaces
 
             self.faces = DlibFaces(
@@ -581,6 +584,7 @@ def evaluate(
         id_match,
     )
     from facenhance_cli.metrics.landmarks import LANDMARK_NETWORK, expression_nme, landmark_nme
+    from facenhance_cli.metrics.sharpness import sharpness_ratio
     from facenhance_cli.video import read_image
 
     options = options or EvalOptions()
@@ -694,7 +698,7 @@ def evaluate(
                     pair.name,
                 )
 
-        gt_lmk = landmarks(gt)[0] if "lmk" in metrics else None
+        gt_lmk = landmarks(gt)[0] if metrics & NEEDS_GT_LANDMARKS else None
         id_emb = None
         if identity is not None and metrics & {"acd_i", "id_match"}:
             id_vec, id_missing = embeddings(identity[None])
@@ -724,7 +728,9 @@ def evaluate(
                     row["id_match"] = id_match(emb, id_emb) if "id_match" in metrics else None
                 elif metrics & {"acd_i", "id_match"}:
                     note_once("acd_i and id_match skipped: no identity image", pair.name)
-            if gt_lmk is not None:
+            if gt_lmk is not None and "sharpness" in metrics:
+                row["sharpness"] = sharpness_ratio(frames, gt, gt_lmk)
+            if gt_lmk is not None and "lmk" in metrics:
                 lmk, lmk_missing = landmarks(frames)
                 no_face = max(no_face, lmk_missing)
                 nme = landmark_nme(lmk, gt_lmk)
@@ -826,7 +832,9 @@ def evaluate(
         "no_face_fallback": "frames where dlib's detector finds no face use the whole frame as the box; "
         "counted in no_face_frames",
         "id_threshold": SAME_PERSON_THRESHOLD,
-        "landmark_network": LANDMARK_NETWORK if "lmk" in metrics else None,
+        "landmark_network": LANDMARK_NETWORK if metrics & NEEDS_GT_LANDMARKS else None,
+        "sharpness": "mean |Laplacian| (4-neighbour) of the grey frame inside the convex hull of the ground "
+        "truth's 68 landmarks, the video's mean over the ground truth's (1 = as sharp as the truth)",
         "lmk_nme": "mean distance of 68 landmarks, output vs ground-truth frame, over the ground truth's "
         "outer-eye-corner distance (points 36, 45); mouth 48-67, eyes 36-47",
         "expr_nme": "lmk_nme after a least-squares similarity fit of each output frame's rigid landmarks "

@@ -156,6 +156,7 @@ REPORT_KEYS = {
     "lmk_nme_eyes",
     "expr_nme",
     "id_match",
+    "sharpness",
     "std",
     "n_videos",
     "no_face_frames",
@@ -183,6 +184,7 @@ PER_VIDEO_KEYS = {
     "lmk_nme_eyes",
     "expr_nme",
     "id_match",
+    "sharpness",
     "baselines",
 }
 SETTINGS_KEYS = {

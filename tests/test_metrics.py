@@ -340,3 +340,25 @@ def test_dlib_landmarks_follow_a_known_shift(dlib_faces, faces_dir) -> None:
     iod = np.linalg.norm(a[:, 36] - a[:, 45], axis=1)
     expected = np.linalg.norm(shift) / iod
     np.testing.assert_allclose(landmark_nme(b, a)["all"], expected, rtol=0.25)
+
+
+def test_face_sharpness_ratio_is_one_for_the_truth_and_lower_when_blurred():
+    """Laplacian energy inside the truth's landmark hull: the truth scores 1, a blurred copy less, and
+    detail outside the hull does not count."""
+    import cv2
+
+    from facenhance_cli.metrics.sharpness import sharpness_ratio
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    hull = np.stack([32 + 12 * np.cos(angles), 32 + 12 * np.sin(angles)], axis=1)  # a circle r = 12
+    landmarks = np.stack([hull, hull])
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 1.5) for f in truth])
+    assert sharpness_ratio(truth, truth, landmarks) == pytest.approx(1.0)
+    assert sharpness_ratio(blurred, truth, landmarks) < 0.5
+    outside_only = blurred.copy()
+    outside_only[:, :8] = truth[:, :8]  # sharp rows far from the face region
+    assert sharpness_ratio(outside_only, truth, landmarks) == pytest.approx(
+        sharpness_ratio(blurred, truth, landmarks)
+    )

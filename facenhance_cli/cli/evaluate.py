@@ -45,6 +45,7 @@ COLUMNS = (  # report key, header, digits
     ("lmk_nme_eyes", "eyes", 3),
     ("expr_nme", "expr", 3),
     ("id_match", "id", 2),
+    ("sharpness", "sharp", 2),
 )
 
 
@@ -56,8 +57,8 @@ def render_table(report: dict[str, Any]) -> Any:
     table = Table(
         title=f"facenhance eval: {s['n_videos']} videos, {s['frames']} frames",
         caption="LMK: landmark error / inter-ocular distance; expr: the same with head pose removed; "
-        "id: fraction of frames matching the identity. "
-        "Lower is better: ACD, ACD-I, FVD, LMK, expr; higher: PSNR, SSIM, id",
+        "id: fraction of frames matching the identity; sharp: face detail over the ground truth's. "
+        "Lower is better: ACD, ACD-I, FVD, LMK, expr; higher: PSNR, SSIM, id; sharp: 1 is best",
     )
     table.add_column("video", overflow="fold")
     for _, header, _ in COLUMNS:
@@ -104,7 +105,7 @@ def register(app: typer.Typer) -> None:
             None, "--pairs", help="CSV with columns gen, gt and optionally identity, low, name."
         ),
         metrics: str = typer.Option(
-            "all", "--metrics", help="Comma list of psnr,ssim,acd,acd_i,fvd,lmk,id_match, or all."
+            "all", "--metrics", help="Comma list of psnr,ssim,acd,acd_i,fvd,lmk,id_match,sharpness, or all."
         ),
         baseline: str = typer.Option(
             "identity,bicubic,paste",

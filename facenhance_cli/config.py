@@ -99,6 +99,10 @@ class SamplingConfig:
     steps: int = 25  # ddim steps; steps = T with eta = 0 is the paper's own sampler (Algorithms 2-3)
     eta: float = 0.0
     strength: float = 1.0  # ddim: < 1 starts from the noised pasted frame at strength * T (SDEdit)
+    spacing: str = "trailing"  # ddim timesteps: trailing (even in t) | karras (denser at low noise)
+    # True: every frame of a video starts from the same x_T, so deterministic sampling changes a frame
+    # only as much as its conditioning changes (no frame-to-frame flicker of sampled detail).
+    shared_noise: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,8 @@ class FacenhanceConfig:
             raise UsageError(f"unknown diffusion.beta_schedule {d.beta_schedule!r}: linear or cosine")
         if self.sampling.sampler not in {"ddim", "ddpm"}:
             raise UsageError(f"unknown sampling.sampler {self.sampling.sampler!r}: ddim or ddpm")
+        if self.sampling.spacing not in {"trailing", "karras"}:
+            raise UsageError(f"unknown sampling.spacing {self.sampling.spacing!r}: trailing or karras")
         if not 1 <= self.sampling.steps <= d.num_timesteps:
             raise UsageError(f"sampling.steps must be in 1..{d.num_timesteps}")
         if self.training.optimizer not in {"adam", "adamw"}:

@@ -40,6 +40,8 @@ class EnhanceOptions:
     steps: int | None = None  # None: the checkpoint's recommended steps
     eta: float | None = None
     strength: float | None = None  # None: the checkpoint's (ddim only)
+    spacing: str | None = None  # None: the checkpoint's (ddim only): trailing | karras
+    shared_noise: bool | None = None  # None: the checkpoint's: one x_T for every frame of a video
     seed: int = 0
     batch_videos: int = 1
     device: str = "cpu"
@@ -298,10 +300,14 @@ def enhance_videos(
         )
         if not 0 < sampler_options["strength"] <= 1:
             raise UsageError("--strength must be in (0, 1]")
+        sampler_options["spacing"] = options.spacing or config.sampling.spacing
+        if sampler_options["spacing"] not in ("trailing", "karras"):
+            raise UsageError("--spacing must be trailing or karras")
     elif options.steps not in (None, schedule.num_timesteps):
         raise UsageError(f"--sampler ddpm always runs all {schedule.num_timesteps} steps; use ddim for fewer")
-    elif options.eta is not None or options.strength is not None:
-        raise UsageError("--eta and --strength apply to the ddim sampler only (ddpm is ancestral)")
+    elif options.eta is not None or options.strength is not None or options.spacing is not None:
+        raise UsageError("--eta, --strength and --spacing apply to the ddim sampler only (ddpm is ancestral)")
+    shared_noise = config.sampling.shared_noise if options.shared_noise is None else options.shared_noise
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
     if autocast is not None and not options.device.startswith("cuda"):
         raise UsageError(f"--precision {options.precision} needs a CUDA device")
@@ -428,6 +434,7 @@ def enhance_videos(
                 prev_noise=config.conditioning,
                 sampler_options=sampler_options,
                 on_step=reporter.on_step,
+                shared_noise=shared_noise,
             )  # (B, 3, S, S)
             from facenhance_cli.data import to_uint8
 

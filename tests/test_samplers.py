@@ -9,7 +9,14 @@ from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import ConditioningConfig, DiffusionConfig
 from facenhance_cli.diffusion.noise import frame_generator
 from facenhance_cli.diffusion.recurrent import generate_frame, generate_video
-from facenhance_cli.diffusion.samplers import ddim, ddim_timesteps, ddpm, get_sampler, sdedit_start
+from facenhance_cli.diffusion.samplers import (
+    ddim,
+    ddim_timesteps,
+    ddpm,
+    get_sampler,
+    karras_timesteps,
+    sdedit_start,
+)
 from facenhance_cli.diffusion.schedule import make_schedule, xprev_target
 
 SCHEDULE = make_schedule(DiffusionConfig(num_timesteps=50))
@@ -183,3 +190,52 @@ def test_ddim_strength_starts_from_the_noised_pasted_frame():
         sdedit_start(SCHEDULE, 0.0, cond.base, x_T)
     with pytest.raises(ValueError, match="t_start"):
         ddim(recording, x_T, SCHEDULE, cond, gens, steps=3, t_start=50)
+
+
+def test_karras_spacing_is_descending_distinct_and_denser_at_low_noise():
+    schedule = make_schedule(DiffusionConfig(num_timesteps=1000))
+    for steps in (1, 2, 4, 8, 50, 200, 1000):
+        ts = karras_timesteps(schedule, 999, steps)
+        assert len(ts) == steps and ts[0] == 999 and ts[-1] >= 0
+        assert all(a > b for a, b in zip(ts, ts[1:], strict=False))
+    karras, trailing = karras_timesteps(schedule, 999, 8), ddim_timesteps(1000, 8)
+    assert sum(t < 250 for t in karras) > sum(t < 250 for t in trailing)
+    assert karras_timesteps(schedule, 999, 1000) == list(range(999, -1, -1))
+    target = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    out = ddim(
+        analytic_denoiser(target),
+        torch.randn(1, 3, 4, 4),
+        SCHEDULE,
+        {},
+        [frame_generator(0, 0)],
+        steps=6,
+        spacing="karras",
+    )
+    torch.testing.assert_close(out, target, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="spacing"):
+        ddim(
+            analytic_denoiser(target),
+            torch.randn(1, 3, 4, 4),
+            SCHEDULE,
+            {},
+            [frame_generator(0, 0)],
+            steps=6,
+            spacing="even",
+        )
+
+
+def test_shared_noise_starts_every_frame_from_the_same_x_T():
+    seen = []
+
+    def recording(x_t, t, cond):
+        seen.append(x_t.clone())
+        return torch.zeros_like(x_t), x_t
+
+    cond = Conditioning(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 4, 4))
+    for shared in (True, False):
+        seen.clear()
+        for n in (0, 5):
+            generate_frame(
+                recording, ddim, SCHEDULE, cond, [3], [n], sampler_options={"steps": 1}, shared_noise=shared
+            )
+        assert torch.equal(seen[0], seen[1]) == shared

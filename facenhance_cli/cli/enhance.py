@@ -55,6 +55,17 @@ def enhance(
         help="DDIM from the noised pasted frame (or identity) at strength x T instead of pure noise "
         "(SDEdit); 1 = from pure noise (default: the model's).",
     ),
+    spacing: str | None = typer.Option(
+        None,
+        "--spacing",
+        help="DDIM timesteps: trailing (even in t) or karras (denser at low noise) (default: the model's).",
+    ),
+    shared_noise: bool | None = typer.Option(
+        None,
+        "--shared-noise/--per-frame-noise",
+        help="Start every frame of a video from the same noise (steady detail) or from its own "
+        "(default: the model's).",
+    ),
     seed: int = typer.Option(
         0, "--seed", min=0, help="Seed; each video's result is the same whatever the batch."
     ),
@@ -137,6 +148,8 @@ def enhance(
         steps=steps,
         eta=eta,
         strength=strength,
+        spacing=spacing,
+        shared_noise=shared_noise,
         seed=seed,
         batch_videos=batch_videos,
         device=device_name,

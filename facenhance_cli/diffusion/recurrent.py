@@ -15,6 +15,7 @@ from facenhance_cli.diffusion.samplers import Sampler, sdedit_start
 from facenhance_cli.diffusion.schedule import Schedule
 
 StepCallback = Callable[[int, int], None] | None
+VIDEO_NOISE_INDEX = 2**31 - 1  # the frame index of the stream that shared x_T is drawn from
 
 
 def noisy_prev_frame(
@@ -37,17 +38,20 @@ def generate_frame(
     prev_noise: ConditioningConfig = ConditioningConfig(),
     sampler_options: dict[str, Any] | None = None,
     on_step: StepCallback = None,
+    shared_noise: bool = False,
 ) -> torch.Tensor:
     """One step of Algorithm 3 for a batch of videos: x_T ~ N(0, I), sample x0 given (I_id, f_low, f_prev + z).
 
     `cond` holds the clean previous frame (the identity image for frame 0); z is added here. Row i draws
     its noise from the generator of (seeds[i], frame_indices[i]): x_T first, then z; so a video's result
-    does not depend on which other videos share its batch. `sampler_options` may hold `strength` < 1:
-    the sampler then starts from the noised base image (SDEdit). Returns x0 (B,3,S,S) in [-1, 1].
+    does not depend on which other videos share its batch. With `shared_noise`, x_T comes from the video's
+    own stream instead (the same for every frame). `sampler_options` may hold `strength` < 1: the sampler
+    then starts from the noised base image (SDEdit). Returns x0 (B,3,S,S) in [-1, 1].
     """
     generators = [frame_generator(s, n) for s, n in zip(seeds, frame_indices, strict=True)]
     image = cond.identity_image
-    x_T = randn_per_sample(image.shape[1:], generators, image.device)  # (B, 3, S, S)
+    x_T_generators = [frame_generator(s, VIDEO_NOISE_INDEX) for s in seeds] if shared_noise else generators
+    x_T = randn_per_sample(image.shape[1:], x_T_generators, image.device)  # (B, 3, S, S)
     options = dict(sampler_options or {})
     strength = options.pop("strength", 1.0)
     x_start, t_start = sdedit_start(schedule, strength, cond.base, x_T)
@@ -77,6 +81,7 @@ def generate_video(
     prev_noise: ConditioningConfig = ConditioningConfig(),
     sampler_options: dict[str, Any] | None = None,
     on_step: StepCallback = None,
+    shared_noise: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Algorithm 3 over B videos that advance together: yields frame n (B,3,S,S) in [-1, 1] as it is made.
 
@@ -97,6 +102,7 @@ def generate_video(
             prev_noise,
             sampler_options,
             on_step,
+            shared_noise,
         )
         yield frame
         prev_frame = frame

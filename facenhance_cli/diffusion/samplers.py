@@ -30,6 +30,25 @@ def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
     return [int(t) for t in ts]
 
 
+def karras_timesteps(schedule: Schedule, t_start: int, steps: int, rho: float = 7.0) -> list[int]:
+    """Descending timesteps whose sigma_t = sqrt((1 - abar_t) / abar_t) follow Karras et al. 2022 (eq. 5):
+    (sigma_max^(1/rho) + i / (S-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho from t_start down to t = 0,
+    each rounded to the nearest step and kept distinct: more steps at low noise, where detail forms."""
+    if not 1 <= steps <= t_start + 1:
+        raise ValueError(f"steps must be in 1..{t_start + 1}, got {steps}")
+    abar = schedule.alphas_cumprod.double()
+    log_sigmas = (((1 - abar) / abar).sqrt()).log()  # increasing in t
+    hi, lo = float(log_sigmas[t_start].exp()), float(log_sigmas[0].exp())
+    ramp = np.linspace(0.0, 1.0, steps)
+    sigmas = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    ts: list[int] = []
+    for i, sigma in enumerate(sigmas):
+        t = int((log_sigmas[: t_start + 1] - np.log(sigma)).abs().argmin())
+        t = min(t, ts[-1] - 1) if ts else t_start
+        ts.append(max(t, steps - 1 - i))  # leave room for the steps still to come
+    return ts
+
+
 def _batch_t(t: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
 
@@ -45,18 +64,26 @@ def ddim(
     steps: int = 25,
     eta: float = 0.0,
     t_start: int | None = None,
+    spacing: str = "trailing",
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12) from x_start at step t_start (T-1 by default: pure noise).
 
     steps = T with eta = 0 is the paper's Algorithms 2-3 (METHOD.md). A later start (t_start < T-1, with
     x_start the caller's noised image) is SDEdit (Meng et al. 2022); `steps` then spans t_start..0.
+    `spacing`: trailing (even in t) or karras (even in sigma^(1/7), denser at low noise).
     """
     n = schedule.num_timesteps
     t_start = n - 1 if t_start is None else t_start
     if not 0 <= t_start < n:
         raise ValueError(f"t_start must be in 0..{n - 1}, got {t_start}")
     abar = schedule.alphas_cumprod.tolist()
-    timesteps = ddim_timesteps(t_start + 1, min(steps, t_start + 1))
+    steps = min(steps, t_start + 1)
+    if spacing == "trailing":
+        timesteps = ddim_timesteps(t_start + 1, steps)
+    elif spacing == "karras":
+        timesteps = karras_timesteps(schedule, t_start, steps)
+    else:
+        raise ValueError(f"unknown spacing {spacing!r}: trailing or karras")
     x = x_start.double()
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1

@@ -25,15 +25,15 @@ def enhance(
         None,
         "--identity",
         "-i",
-        help="Neutral identity image (any photo; aligned to 192x192 unless it already is). "
-        "[required, except with --pairs or `prepare` clip folders, which hold identity.png]",
+        help="Required: the neutral identity image (any photo; aligned to 192x192 unless it already is). "
+        "Not needed with --pairs or with `prepare` clip folders, which hold identity.png.",
     ),
     output: Path | None = typer.Option(
         None,
         "-o",
         "--output",
-        help="Output video (one input) or folder (many inputs). "
-        "[required, except with --pairs whose rows all have an output]",
+        help="Required: the output video (one input) or folder (many inputs). "
+        "Not needed with --pairs when every row has an output.",
     ),
     pairs: Path | None = typer.Option(
         None, "--pairs", help="CSV with columns low, identity[, output]: one identity per video."

@@ -304,7 +304,11 @@ class VideoWriter:
         else:
             stream = self._container.add_stream("libx264", rate=self.fps)
             stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-            stream.options = {"crf": str(self.crf), "preset": "medium"}
+            # One encoder thread: x264's frame threading makes the output depend on the thread count (and
+            # so on the machine and its load); pinned, a fixed seed gives the same file. At 192x192 one
+            # thread costs little.
+            stream.options = {"crf": str(self.crf), "preset": "medium", "threads": "1"}
+            stream.codec_context.thread_count = 1
         stream.width = width
         stream.height = height
         self._stream = stream

@@ -45,7 +45,9 @@ def handle_errors(func: F) -> F:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                 from facenhance_cli.fileio import write_error_message
 
-                raise fail(write_error_message(exc.filename or ".", exc)) from None
+                if exc.filename:  # a failed write(): no path known, so none is guessed
+                    raise fail(write_error_message(exc.filename, exc)) from None
+                raise fail(f"a write failed: {exc.strerror or exc} (check the output folder's disk)") from None
             raise fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):

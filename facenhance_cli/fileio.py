@@ -55,12 +55,13 @@ def write_error_message(path: str | os.PathLike[str], exc: BaseException, needed
         free = None
     where = f"on {disk}" + (f", {_size(free)} free" if free is not None else "")
     code = getattr(exc, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free <= max(needed, 1 << 20)):
-        return f"cannot write {path}: disk full ({where})"
     if code == errno.EROFS:
         return f"cannot write {path}: read-only file system ({where})"
     if code in (errno.EACCES, errno.EPERM):
         return f"cannot write {path}: permission denied ({where})"
+    # torch's writer raises RuntimeError with no errno: a (nearly) full disk is then the likely cause
+    if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free <= max(needed, 1 << 20)):
+        return f"cannot write {path}: disk full ({where})"
     reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return f"cannot write {path}: {reason[:160]} ({where})"
 

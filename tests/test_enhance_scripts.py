@@ -36,6 +36,12 @@ def videos(tmp_path_factory):
     gray = low.mean(axis=3, keepdims=True).astype(np.uint8).repeat(3, axis=3)
     write_video(root / "gray.mkv", gray, 25, lossless=True)
     write_image(root / "still.png", low[0])
+    import cv2
+
+    big = rng.integers(90, 200, low.shape, dtype=np.uint8)  # a face filling the frame, like prepare's
+    mask = np.zeros((64, 64), np.uint8)
+    cv2.ellipse(mask, (32, 30), (31, 36), 0, 0, 360, 1, -1)  # only the corners stay black (~20 %)
+    write_video(root / "bigface.mp4", big * mask[None, ..., None], 25)
     write_image(root / "id.png", identity)
     write_image(root / "blank_id.png", np.full_like(identity, 90))
     return root
@@ -69,8 +75,9 @@ def test_a_suspicious_input_warns_in_a_script_and_fails_with_strict(model_path, 
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
 
 
-def test_a_good_video_gets_no_warning(model_path, videos, tmp_path):
-    result = enhance(videos / "good.mp4", "-i", videos / "id.png", "-o", tmp_path / "o.mp4", "-m", model_path, "--strict")
+@pytest.mark.parametrize("name", ["good.mp4", "bigface.mp4"])
+def test_a_good_video_gets_no_warning(model_path, videos, tmp_path, name):
+    result = enhance(videos / name, "-i", videos / "id.png", "-o", tmp_path / "o.mp4", "-m", model_path, "--strict")
     assert result.exit_code == 0 and "warning" not in result.output, result.output
 
 

@@ -147,6 +147,11 @@ def check_writable(folder: str | os.PathLike[str]) -> None:
     """Create (if missing) `folder`, write and remove a small probe file there: a read-only or full disk
     fails now, in one line naming the folder and the disk, instead of after the compute."""
     folder = Path(folder)
+    missing = []  # folders this probe creates: removed again when the probe fails
+    p = folder.absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".facenhance-probe-", dir=folder)
@@ -157,6 +162,9 @@ def check_writable(folder: str | os.PathLike[str]) -> None:
             os.close(fd)
             os.unlink(name)
     except OSError as exc:
+        for created in missing:
+            with contextlib.suppress(OSError):
+                created.rmdir()
         raise FacenhanceError(write_error_message(folder, exc)) from None
 
 

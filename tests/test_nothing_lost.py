@@ -174,6 +174,7 @@ def test_enhance_checks_the_output_folder_before_loading_the_model(model_path, c
     assert result.exit_code == 1
     line = one_error_line(result)
     assert words in line and str(clip / "out") in line and "(on /" in line  # the folder and its disk
+    assert not (clip / "out").exists()  # the folder the probe made is gone again
 
 
 @pytest.mark.parametrize("which", ["low", "identity"])

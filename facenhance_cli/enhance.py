@@ -166,9 +166,7 @@ def check_distinct_outputs(jobs: list[EnhanceJob]) -> list[EnhanceJob]:
     return jobs
 
 
-def read_pairs(
-    path: Path, output_dir: Path | None, suffix: str, lossless: bool = False
-) -> list[EnhanceJob]:
+def read_pairs(path: Path, output_dir: Path | None, suffix: str, lossless: bool = False) -> list[EnhanceJob]:
     """--pairs CSV with columns low, identity, output (output optional; relative paths from the CSV's folder)."""
     if not path.is_file():
         raise UsageError(f"--pairs file not found: {path}")
@@ -221,7 +219,9 @@ def check_jobs(jobs: list[EnhanceJob], compare: bool = False, save_frames: bool 
             folder = frames_path(job.output).resolve()
             for p in inputs:
                 if p.resolve().is_relative_to(folder):
-                    raise UsageError(f"--save-frames would replace {frames_path(job.output)}, which holds the input {p}")
+                    raise UsageError(
+                        f"--save-frames would replace {frames_path(job.output)}, which holds the input {p}"
+                    )
     refuse_inputs_as_outputs(outputs, inputs)
     for job in jobs:
         check_readable(job.low, "low video")

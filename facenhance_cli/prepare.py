@@ -841,7 +841,11 @@ def _prepared_subjects(out_dir: Path, results: list[ClipResult]) -> set[str]:
     subjects = {r.subject for r in results if r.status == "ok"}
     ran = {r.clip_id for r in results}
     for row in _read_manifest(out_dir / MANIFEST).values():
-        if row.get("clip_id") not in ran and row.get("status") == "ok" and is_complete(out_dir / row["clip_id"]):
+        if (
+            row.get("clip_id") not in ran
+            and row.get("status") == "ok"
+            and is_complete(out_dir / row["clip_id"])
+        ):
             subjects.add(str(row["subject"]))
     return subjects
 

@@ -198,7 +198,7 @@ def quiet_opencv() -> Iterator[None]:
         finally:
             logging.setLogLevel(previous)
     elif hasattr(cv2, "setLogLevel"):  # older OpenCV builds
-        previous = cv2.getLogLevel()
+        previous = cv2.getLogLevel()  # type: ignore[attr-defined]
         cv2.setLogLevel(0)
         try:
             yield

@@ -21,7 +21,9 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     config = load_preset("tiny").replace(**{"unet.image_size": SIZE, "sampling.steps": 1})
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", config, build_network(config).state_dict())
+    return save_checkpoint(
+        tmp_path_factory.mktemp("model") / "tiny.pt", config, build_network(config).state_dict()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +63,15 @@ def enhance(*args):
         ("good.mp4", "blank_id.png", "identity image blank_id.png is flat"),
     ],
 )
-def test_a_suspicious_input_warns_in_a_script_and_fails_with_strict(model_path, videos, tmp_path, name, identity, words):
+def test_a_suspicious_input_warns_in_a_script_and_fails_with_strict(
+    model_path, videos, tmp_path, name, identity, words
+):
     out = tmp_path / "o.mp4"
-    result = enhance(videos / name, "-i", videos / identity, "-o", out, "-m", model_path)  # no terminal, no -v
+    result = enhance(
+        videos / name, "-i", videos / identity, "-o", out, "-m", model_path
+    )  # no terminal, no -v
     assert result.exit_code == 0, result.output
-    assert f"warning: " in result.output and words in result.output, result.output
+    assert "warning: " in result.output and words in result.output, result.output
     assert "1 warning)" in result.output and out.is_file()
     out.unlink()
     strict = enhance(videos / name, "-i", videos / identity, "-o", out, "-m", model_path, "--strict")
@@ -77,13 +83,25 @@ def test_a_suspicious_input_warns_in_a_script_and_fails_with_strict(model_path, 
 
 @pytest.mark.parametrize("name", ["good.mp4", "bigface.mp4"])
 def test_a_good_video_gets_no_warning(model_path, videos, tmp_path, name):
-    result = enhance(videos / name, "-i", videos / "id.png", "-o", tmp_path / "o.mp4", "-m", model_path, "--strict")
+    result = enhance(
+        videos / name, "-i", videos / "id.png", "-o", tmp_path / "o.mp4", "-m", model_path, "--strict"
+    )
     assert result.exit_code == 0 and "warning" not in result.output, result.output
 
 
 def test_the_summary_line_counts_everything_and_a_skip_is_never_silent(model_path, videos, tmp_path):
     out = tmp_path / "out"
-    args = [videos / "good.mp4", videos / "noise.mp4", videos / "gray.mkv", "-i", videos / "id.png", "-o", out, "-m", model_path]
+    args = [
+        videos / "good.mp4",
+        videos / "noise.mp4",
+        videos / "gray.mkv",
+        "-i",
+        videos / "id.png",
+        "-o",
+        out,
+        "-m",
+        model_path,
+    ]
     first = enhance(*args, "--quiet")
     assert first.exit_code == 0
     assert first.output.strip().splitlines()[-1].startswith("3 enhanced, 0 skipped, 2 warnings, 0 failed")
@@ -113,7 +131,11 @@ def test_wrong_person_warns_without_verbose(tmp_path):
     write_image(tmp_path / "upside_down.png", read_image(examples / "neutral.png")[::-1])
     args = [tmp_path / "low.mp4", "-i", tmp_path / "upside_down.png", "-o", tmp_path / "o.mp4", "-m", model]
     result = enhance(*args)
-    assert result.exit_code == 0 and "warning: " in result.output and "not found in the identity" in result.output
+    assert (
+        result.exit_code == 0
+        and "warning: " in result.output
+        and "not found in the identity" in result.output
+    )
     assert enhance(*args, "--overwrite", "--strict").exit_code == 1
 
 
@@ -121,13 +143,21 @@ def test_prepared_root_and_clip_folders_are_inputs(model_path, tmp_path):
     data = make_prepared_dataset(tmp_path / "data", n_train=2, n_test=1, n_frames=2, size=SIZE)
     root = enhance(data, "-o", tmp_path / "a", "-m", model_path)  # no -i: each clip's identity.png
     assert root.exit_code == 0, root.output
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["s00_clip.mp4", "s01_clip.mp4", "s02_clip.mp4"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "s00_clip.mp4",
+        "s01_clip.mp4",
+        "s02_clip.mp4",
+    ]
     assert "3 enhanced, 0 skipped, 0 warnings, 0 failed" in root.output
     # what the shell makes of data/*/low.mkv: every input is named low.mkv
     lows = sorted(data.glob("*/low.mkv"))
     result = enhance(*lows, "-i", data / "s00_clip" / "identity.png", "-o", tmp_path / "b", "-m", model_path)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["s00_clip.mp4", "s01_clip.mp4", "s02_clip.mp4"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "s00_clip.mp4",
+        "s01_clip.mp4",
+        "s02_clip.mp4",
+    ]
     one = enhance(data / "s01_clip", "-o", tmp_path / "one.mp4", "-m", model_path)
     assert one.exit_code == 0 and probe_video(tmp_path / "one.mp4").n_frames == 2
 

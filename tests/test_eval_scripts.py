@@ -38,7 +38,8 @@ def no_weights(tmp_path, monkeypatch):
 
 def evaluate(data, *args):
     return runner.invoke(
-        app, ["eval", str(data / "gen"), "--gt", str(data / "data"), "--baseline", "none", "--no-cache", *args]
+        app,
+        ["eval", str(data / "gen"), "--gt", str(data / "data"), "--baseline", "none", "--no-cache", *args],
     )
 
 
@@ -69,4 +70,6 @@ def test_expr_is_a_metric_name(data, no_weights):
     result = evaluate(data, "--metrics", "psnr,expr", "--json", "-", "--quiet")
     assert result.exit_code == 0, result.output
     assert "unknown metric" not in result.output
-    assert "warning: skipped lmk:" in result.output  # expr comes with lmk, whose landmark model is missing here
+    assert (
+        "warning: skipped lmk:" in result.output
+    )  # expr comes with lmk, whose landmark model is missing here

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from helpers import make_prepared_dataset, synthetic_clip
 from typer.testing import CliRunner
 
@@ -63,9 +62,17 @@ def test_pyproject_has_an_spdx_license_and_lists_every_package():
     floor = re.search(r"setuptools>=(\d+)", " ".join(config["build-system"]["requires"])).group(1)
     assert int(floor) >= 77  # SPDX license strings
     listed = set(config["tool"]["setuptools"]["packages"])
-    found = {".".join(p.relative_to(REPO).parts) for p in (REPO / "facenhance_cli").rglob("*") if p.is_dir() and p.name != "__pycache__"}
+    found = {
+        ".".join(p.relative_to(REPO).parts)
+        for p in (REPO / "facenhance_cli").rglob("*")
+        if p.is_dir() and p.name != "__pycache__"
+    }
     found |= {"facenhance_cli"}
-    found |= {"facenhance_cli.models." + ".".join(p.relative_to(REPO / "models").parts) for p in (REPO / "models").rglob("*") if p.is_dir()}
+    found |= {
+        "facenhance_cli.models." + ".".join(p.relative_to(REPO / "models").parts)
+        for p in (REPO / "models").rglob("*")
+        if p.is_dir()
+    }
     assert found <= listed, found - listed
 
 

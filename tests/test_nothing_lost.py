@@ -24,7 +24,9 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     config = load_preset("tiny").replace(**{"unet.image_size": SIZE, "sampling.steps": 1})
-    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", config, build_network(config).state_dict())
+    return save_checkpoint(
+        tmp_path_factory.mktemp("model") / "tiny.pt", config, build_network(config).state_dict()
+    )
 
 
 @pytest.fixture
@@ -53,7 +55,9 @@ def digest(path: Path) -> bytes:
 @pytest.mark.parametrize("flags", [["--overwrite"], []])
 def test_enhance_refuses_its_input_as_output(model_path, clip, flags):
     before = digest(clip / "in.mp4")
-    result = run("enhance", clip / "in.mp4", "-i", clip / "id.png", "-o", clip / "in.mp4", "-m", model_path, *flags)
+    result = run(
+        "enhance", clip / "in.mp4", "-i", clip / "id.png", "-o", clip / "in.mp4", "-m", model_path, *flags
+    )
     assert result.exit_code == 2
     assert "refusing to write over an input" in one_error_line(result)
     assert digest(clip / "in.mp4") == before
@@ -65,7 +69,9 @@ def test_enhance_refuses_a_hard_link_a_symlink_and_a_dotted_path_to_its_input(mo
     os.symlink(clip / "in.mp4", clip / "soft.mp4")
     (clip / "sub").mkdir()
     for out in (clip / "hard.mp4", clip / "soft.mp4", clip / "sub" / ".." / "in.mp4"):
-        result = run("enhance", clip / "in.mp4", "-i", clip / "id.png", "-o", out, "-m", model_path, "--overwrite")
+        result = run(
+            "enhance", clip / "in.mp4", "-i", clip / "id.png", "-o", out, "-m", model_path, "--overwrite"
+        )
         assert result.exit_code == 2, (out, result.output)
         assert "input" in one_error_line(result)
     assert digest(clip / "in.mp4") == before
@@ -75,7 +81,18 @@ def test_enhance_refuses_to_write_over_the_identity_or_another_jobs_input(model_
     write_video(clip / "out" / "b.mp4", synthetic_clip(2, size=SIZE, seed=2)[1], 25)
     before = digest(clip / "out" / "b.mp4")
     # in.mp4 -> out/in.mp4, out/b.mp4 -> out/b.mp4: the second job would replace its own input
-    result = run("enhance", clip / "in.mp4", clip / "out" / "b.mp4", "-i", clip / "id.png", "-o", clip / "out", "-m", model_path, "--overwrite")
+    result = run(
+        "enhance",
+        clip / "in.mp4",
+        clip / "out" / "b.mp4",
+        "-i",
+        clip / "id.png",
+        "-o",
+        clip / "out",
+        "-m",
+        model_path,
+        "--overwrite",
+    )
     assert result.exit_code == 2 and "out/b.mp4" in one_error_line(result)
     assert digest(clip / "out" / "b.mp4") == before
     assert not (clip / "out" / "in.mp4").exists()  # refused before any work
@@ -83,12 +100,33 @@ def test_enhance_refuses_to_write_over_the_identity_or_another_jobs_input(model_
 
 def test_enhance_compare_and_frames_never_replace_an_input(model_path, clip):
     write_video(clip / "o_compare.mp4", synthetic_clip(2, size=SIZE, seed=2)[1], 25)
-    result = run("enhance", clip / "o_compare.mp4", "-i", clip / "id.png", "-o", clip / "o.mp4", "-m", model_path, "--compare")
+    result = run(
+        "enhance",
+        clip / "o_compare.mp4",
+        "-i",
+        clip / "id.png",
+        "-o",
+        clip / "o.mp4",
+        "-m",
+        model_path,
+        "--compare",
+    )
     assert result.exit_code == 2 and "o_compare.mp4" in one_error_line(result)
     frames = clip / "o_frames"
     frames.mkdir()
     write_image(frames / "0001.png", synthetic_clip(1, size=64, seed=3)[1][0])
-    result = run("enhance", frames, "-i", clip / "id.png", "-o", clip / "o.mp4", "-m", model_path, "--save-frames", "--overwrite")
+    result = run(
+        "enhance",
+        frames,
+        "-i",
+        clip / "id.png",
+        "-o",
+        clip / "o.mp4",
+        "-m",
+        model_path,
+        "--save-frames",
+        "--overwrite",
+    )
     assert result.exit_code == 2 and "o_frames" in one_error_line(result)
     assert (frames / "0001.png").is_file()
 
@@ -163,14 +201,21 @@ def _fail_probe(code):
     return mkstemp
 
 
-@pytest.mark.parametrize("code,words", [(errno.EROFS, "read-only"), (errno.ENOSPC, "disk full"), (errno.EACCES, "permission denied")])
-def test_enhance_checks_the_output_folder_before_loading_the_model(model_path, clip, monkeypatch, code, words):
+@pytest.mark.parametrize(
+    "code,words",
+    [(errno.EROFS, "read-only"), (errno.ENOSPC, "disk full"), (errno.EACCES, "permission denied")],
+)
+def test_enhance_checks_the_output_folder_before_loading_the_model(
+    model_path, clip, monkeypatch, code, words
+):
     import facenhance_cli.checkpoint as ckpt
     import facenhance_cli.fileio as fileio
 
     monkeypatch.setattr(fileio.tempfile, "mkstemp", _fail_probe(code))
     monkeypatch.setattr(ckpt, "load_for_inference", lambda *a, **k: pytest.fail("the model was loaded"))
-    result = run("enhance", clip / "in.mp4", "-i", clip / "id.png", "-o", clip / "out" / "o.mp4", "-m", model_path)
+    result = run(
+        "enhance", clip / "in.mp4", "-i", clip / "id.png", "-o", clip / "out" / "o.mp4", "-m", model_path
+    )
     assert result.exit_code == 1
     line = one_error_line(result)
     assert words in line and str(clip / "out") in line and "(on /" in line  # the folder and its disk

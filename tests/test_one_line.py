@@ -113,7 +113,9 @@ def test_presets_table():
 
 def test_models_table_and_empty_folder(tmp_path, monkeypatch):
     config = load_preset("tiny")
-    save_checkpoint(tmp_path / "mine.pt", config, build_network(config).state_dict(), meta={"trained_on": "x"})
+    save_checkpoint(
+        tmp_path / "mine.pt", config, build_network(config).state_dict(), meta={"trained_on": "x"}
+    )
     (tmp_path / "broken.pt").write_text("nope")
     result = runner.invoke(app, ["models", "--models-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -123,7 +125,18 @@ def test_models_table_and_empty_folder(tmp_path, monkeypatch):
 def test_eval_table(tmp_path):
     data = make_prepared_dataset(tmp_path / "data", n_train=0, n_test=2, n_frames=3, size=SIZE)
     result = runner.invoke(
-        app, ["eval", str(data), "--gt", str(data), "--metrics", "psnr,ssim", "--baseline", "identity", "--no-cache"]
+        app,
+        [
+            "eval",
+            str(data),
+            "--gt",
+            str(data),
+            "--metrics",
+            "psnr,ssim",
+            "--baseline",
+            "identity",
+            "--no-cache",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "facenhance eval: 2 videos" in result.output and "mean: identity" in result.output

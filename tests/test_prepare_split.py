@@ -67,7 +67,12 @@ def test_a_split_drawn_before_knowing_the_failures_is_drawn_again(tmp_path, fake
     out = tmp_path / "data"
     out.mkdir()
     # What an older facenhance wrote: the failing subjects in train, the good ones in test.
-    prep.write_split(out / "split.json", {**{f"b{i}": "train" for i in range(4)}, **{f"g{i}": "test" for i in range(4)}}, 0.75, 0)
+    prep.write_split(
+        out / "split.json",
+        {**{f"b{i}": "train" for i in range(4)}, **{f"g{i}": "test" for i in range(4)}},
+        0.75,
+        0,
+    )
     result = runner.invoke(app, ["prepare", str(videos), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "drawn again" in result.output

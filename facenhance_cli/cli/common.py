@@ -47,7 +47,9 @@ def handle_errors(func: F) -> F:
 
                 if exc.filename:  # a failed write(): no path known, so none is guessed
                     raise fail(write_error_message(exc.filename, exc)) from None
-                raise fail(f"a write failed: {exc.strerror or exc} (check the output folder's disk)") from None
+                raise fail(
+                    f"a write failed: {exc.strerror or exc} (check the output folder's disk)"
+                ) from None
             raise fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):

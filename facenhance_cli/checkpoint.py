@@ -16,7 +16,7 @@ import torch
 
 from facenhance_cli.config import FacenhanceConfig
 from facenhance_cli.errors import CheckpointError, UsageError
-from facenhance_cli.fileio import atomic_path
+from facenhance_cli.fileio import atomic_path, write_error_message
 
 FORMAT_NAME = "facenhance-checkpoint"
 FORMAT_VERSION = 1
@@ -45,8 +45,15 @@ def save_checkpoint(
     if training_state is not None:
         payload["training"] = training_state
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    needed = sum(v.numel() * v.element_size() for v in ema.values())
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except RuntimeError as exc:
+        # torch's writer reports a full disk or a failed open as RuntimeError ("[enforce fail at
+        # inline_container.cc ...] unexpected pos"); atomic_path has already removed the temporary file,
+        # and the previous file at `path` is untouched.
+        raise CheckpointError(write_error_message(path, exc, needed)) from None
     return path
 
 
@@ -55,13 +62,14 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    import warnings
+
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own UserWarnings would print before our one line
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load raises many types (KeyError, UnpicklingError...) on foreign files
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(
-            f"{path} is not a facenhance checkpoint (torch.load failed with {type(exc).__name__}: {first[:120]})"
-        ) from None
+        raise CheckpointError(f"{path} is not a facenhance checkpoint ({_load_failure(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is not a facenhance checkpoint (no '{FORMAT_NAME}' header)")
     version = payload.get("format_version")
@@ -71,6 +79,47 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             "upgrade facenhance"
         )
     return payload
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why torch.load refused a file, in our words (torch's own text is many lines of advice)."""
+    import pickle
+
+    text = str(exc)
+    if "Unsupported global" in text:
+        return "it holds Python objects, not only tensors; facenhance never unpickles code"
+    if (
+        isinstance(exc, (pickle.UnpicklingError, EOFError))
+        or "Unsupported operand" in text
+        or "zip archive" in text
+        or "magic number" in text
+    ):
+        return "not a torch checkpoint file, or a truncated one"
+    return f"torch.load failed with {type(exc).__name__}"
+
+
+def _names(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _state_mismatch(network: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """The first way `state` does not fit `network`, in one line: missing, unexpected or mis-shaped tensors."""
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        return f"checkpoint is missing {len(missing)} tensors: {_names(missing)}"
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        return f"checkpoint has {len(unexpected)} tensors the network does not: {_names(unexpected)}"
+    shapes = sorted(k for k in expected if tuple(expected[k].shape) != tuple(state[k].shape))
+    if shapes:
+        k = shapes[0]
+        return (
+            f"{len(shapes)} tensors have the wrong shape for the stored config "
+            f"(e.g. {k}: {tuple(state[k].shape)}, expected {tuple(expected[k].shape)})"
+        )
+    return None
 
 
 def checkpoint_config(payload: dict[str, Any], path: str | os.PathLike[str] = "") -> FacenhanceConfig:
@@ -98,13 +147,49 @@ def load_for_inference(path: str | os.PathLike[str], device: str | torch.device 
     payload = read_checkpoint(path)
     config = checkpoint_config(payload, path)
     network = build_network(config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["ema"].items()}
+    ema = payload.get("ema")
+    if not isinstance(ema, dict) or not all(isinstance(v, torch.Tensor) for v in ema.values()):
+        raise CheckpointError(f"{path} is not a facenhance checkpoint (no EMA weights)")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ema.items()}
+    mismatch = _state_mismatch(network, state)
+    if mismatch:
+        raise CheckpointError(f"{path}: {mismatch}")
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the stored config ({str(exc)[:160]})") from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: weights do not match the stored config ({first[:160]})") from None
     network.eval().requires_grad_(False).to(device)
     return LoadedModel(network, config, dict(payload.get("meta", {})), Path(path))
+
+
+def check_export_target(
+    source: str | os.PathLike[str], target: str | os.PathLike[str], overwrite: bool = False
+) -> None:
+    """Refuse (exit 2) an export over its own source, over a resumable checkpoint, or over any existing
+    file without `overwrite`: an export never costs the user a checkpoint."""
+    from facenhance_cli.fileio import refuse_inputs_as_outputs
+
+    target = Path(target)
+    refuse_inputs_as_outputs([target], [source])
+    if target.is_dir():
+        raise UsageError(f"--output {target} is a folder: give the .pt file to write")
+    if not target.exists():
+        return
+    if not overwrite:
+        raise UsageError(f"{target} exists: use --overwrite to replace it, or another --output")
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(target, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return  # not a checkpoint we could resume from: --overwrite may replace it
+    if isinstance(payload, dict) and "training" in payload:
+        raise UsageError(
+            f"{target} is a resumable training checkpoint: export to another file (--overwrite never replaces it)"
+        )
 
 
 def export_for_inference(
@@ -119,6 +204,9 @@ def export_for_inference(
     `sampling` overrides the recommended sampler / steps / eta stored with the model; `meta` adds to its
     metadata (e.g. what it was trained on), so `facenhance models` can show it.
     """
+    from facenhance_cli.fileio import refuse_inputs_as_outputs
+
+    refuse_inputs_as_outputs([target], [source])
     payload = read_checkpoint(source)
     config = checkpoint_config(payload, source)
     if sampling:

@@ -51,6 +51,7 @@ class EnhanceOptions:
     compare: bool = False
     overwrite: bool = False
     prepare_input: bool = False
+    strict: bool = False  # a video with a warning fails (nothing written) instead of being enhanced
     weights_dir: Path | None = (
         None  # third-party weights (face detection, landmarks) for identity / --prepare-input
     )
@@ -65,6 +66,7 @@ class JobResult:
     frames: int = 0
     seconds: float = 0.0
     message: str = ""
+    warnings: list[str] = field(default_factory=list)  # the output exists but is likely not what was meant
 
 
 @dataclass
@@ -87,9 +89,17 @@ def output_suffix(lossless: bool) -> str:
 
 
 def plan_jobs(
-    lows: list[Path], identity: Path | None, output: Path, pairs_csv: Path | None, lossless: bool
+    lows: list[Path],
+    identity: Path | None,
+    output: Path | None,
+    pairs_csv: Path | None,
+    lossless: bool,
 ) -> list[EnhanceJob]:
-    """Jobs from the command line: one input and a video-file output, or many inputs into a folder, or a CSV."""
+    """Jobs from the command line: one input and a video-file output, or many inputs into a folder, or a CSV.
+
+    `prepare`'s own layout is an input too: a clip folder (or its low.mkv) brings its identity.png and
+    names its output by the clip id; the prepared root (manifest.jsonl) stands for all its clips.
+    """
     suffix = output_suffix(lossless)
     if pairs_csv is not None:
         if lows:
@@ -97,19 +107,46 @@ def plan_jobs(
         return read_pairs(pairs_csv, output, suffix, lossless)
     if not lows:
         raise UsageError("no input videos given (LOW... or --pairs FILE.csv)")
-    if identity is None:
-        raise UsageError("--identity IMG is required (or --pairs FILE.csv with an identity column)")
+    items = [item for low in lows for item in expand_input(low)]
+    if not items:
+        raise UsageError(f"no prepared clips (folders with low.mkv) in {', '.join(map(str, lows))}")
+    if output is None:
+        raise UsageError("-o/--output is required (a video file for one input, else a folder)")
+    if identity is None and any(own is None for _, own, _ in items):
+        raise UsageError(
+            "--identity IMG is required (or --pairs FILE.csv with an identity column, "
+            "or `prepare` clip folders, which hold identity.png)"
+        )
     looks_like_file = bool(output.suffix) and not output.is_dir()
     if looks_like_file:
         check_output_name(output, lossless)
-        if len(lows) > 1:
-            raise UsageError(f"{len(lows)} inputs need an output folder, not the file name {output}")
-        return [EnhanceJob(lows[0], identity, output)]
-    jobs = [
-        EnhanceJob(low, identity, output / f"{low.stem if low.is_file() else low.name}{suffix}")
-        for low in lows
-    ]
+        if len(items) > 1:
+            raise UsageError(f"{len(items)} inputs need an output folder, not the file name {output}")
+        low, own, _ = items[0]
+        return [EnhanceJob(low, identity or own, output)]  # type: ignore[arg-type]
+    jobs = [EnhanceJob(low, identity or own, output / f"{name}{suffix}") for low, own, name in items]  # type: ignore[arg-type]
     return check_distinct_outputs(jobs)
+
+
+PREPARED_LOW, PREPARED_IDENTITY = "low.mkv", "identity.png"
+
+
+def expand_input(path: Path) -> list[tuple[Path, Path | None, str]]:
+    """One command-line input -> (low video, its own identity image or None, output name) items.
+
+    A `prepare` clip folder (or the low.mkv in one) gives its low.mkv and identity.png, named by the clip
+    id; the prepared root (manifest.jsonl, clip folders) gives every clip in it; anything else is one video.
+    """
+    if path.is_dir() and (path / PREPARED_LOW).is_file():
+        own = path / PREPARED_IDENTITY
+        return [(path / PREPARED_LOW, own if own.is_file() else None, path.name)]
+    if path.is_dir() and (path / "manifest.jsonl").is_file():
+        clips = sorted(p for p in path.iterdir() if p.is_dir() and (p / PREPARED_LOW).is_file())
+        clips = [p for p in clips if not p.name.startswith(".")]  # prepare's temporary folders
+        return [item for clip in clips for item in expand_input(clip)]
+    if path.name == PREPARED_LOW and (path.parent / PREPARED_IDENTITY).is_file():
+        return [(path, path.parent / PREPARED_IDENTITY, path.parent.name)]
+    return [(path, None, path.stem if path.is_file() else path.name)]
 
 
 def check_output_name(output: Path, lossless: bool) -> None:
@@ -131,7 +168,7 @@ def check_distinct_outputs(jobs: list[EnhanceJob]) -> list[EnhanceJob]:
     return jobs
 
 
-def read_pairs(path: Path, output_dir: Path, suffix: str, lossless: bool = False) -> list[EnhanceJob]:
+def read_pairs(path: Path, output_dir: Path | None, suffix: str, lossless: bool = False) -> list[EnhanceJob]:
     """--pairs CSV with columns low, identity, output (output optional; relative paths from the CSV's folder)."""
     if not path.is_file():
         raise UsageError(f"--pairs file not found: {path}")
@@ -148,13 +185,52 @@ def read_pairs(path: Path, output_dir: Path, suffix: str, lossless: bool = False
             if not row.get("low") or not row.get("identity"):
                 raise UsageError(f"{path}:{line_no}: the low and identity columns must not be empty")
             out = row.get("output") or ""
-            output = (base / out) if out else output_dir / f"{Path(row['low']).stem}{suffix}"
+            if not out and output_dir is None:
+                raise UsageError(f"{path}:{line_no}: no output column value: give -o OUTDIR or fill it in")
+            output = (base / out) if out else output_dir / f"{Path(row['low']).stem}{suffix}"  # type: ignore[operator]
             if out:
                 check_output_name(output, lossless)
             jobs.append(EnhanceJob(base / row["low"], base / row["identity"], output))
     if not jobs:
         raise UsageError(f"{path} lists no videos")
     return check_distinct_outputs(jobs)
+
+
+def compare_path(output: Path) -> Path:
+    """Where --compare writes its side-by-side video."""
+    return output.with_name(f"{output.stem}_compare{output.suffix}")
+
+
+def frames_path(output: Path) -> Path:
+    """Where --save-frames writes the PNG folder (replaced as a whole)."""
+    return output.with_name(f"{output.stem}_frames")
+
+
+def check_jobs(jobs: list[EnhanceJob], compare: bool = False, save_frames: bool = False) -> None:
+    """Before the model loads: no output (or its --compare / --save-frames companion) is an input, every
+    input is there and readable, every output folder takes a file. Any flag, any job: inputs are never lost."""
+    from facenhance_cli.fileio import check_readable, check_writable, refuse_inputs_as_outputs
+
+    inputs = list(dict.fromkeys(p for job in jobs for p in (job.low, job.identity)))
+    outputs = [job.output for job in jobs]
+    if compare:
+        outputs += [compare_path(job.output) for job in jobs]
+    if save_frames:
+        outputs += [frames_path(job.output) for job in jobs]
+        for job in jobs:  # the frames folder is replaced as a whole: nothing of the inputs may live in it
+            folder = frames_path(job.output).resolve()
+            for p in inputs:
+                if p.resolve().is_relative_to(folder):
+                    raise UsageError(
+                        f"--save-frames would replace {frames_path(job.output)}, which holds the input {p}"
+                    )
+    refuse_inputs_as_outputs(outputs, inputs)
+    for job in jobs:
+        check_readable(job.low, "low video")
+    for path in dict.fromkeys(job.identity for job in jobs):
+        check_readable(path, "identity image")
+    for folder in dict.fromkeys(job.output.parent for job in jobs):
+        check_writable(folder)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -237,6 +313,48 @@ def to_model(images: list[np.ndarray], device: str) -> torch.Tensor:
     return to_tensor(images).to(device)
 
 
+def display_name(path: Path) -> str:
+    """A short name for messages: the file name, with its clip folder for prepare's low.mkv files."""
+    return f"{path.parent.name}/{path.name}" if path.name == PREPARED_LOW else path.name
+
+
+def low_video_warnings(path: Path, n_frames: int, first: np.ndarray, prepared: bool) -> list[str]:
+    """What makes a low video likely garbage in, from its first (low_size, low_size, 3) uint8 frame.
+
+    A `prepare`-style low frame is a colour face on black: a still image, a flat frame, a grey one or one
+    without a black surround (noise, a real video not run through --prepare-input) is worth a warning.
+    """
+    from facenhance_cli.video import IMAGE_SUFFIXES
+
+    label = display_name(path)
+    out = []
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        out.append(f"{label} is a still image, not a video (one frame)")
+    elif n_frames == 1:
+        out.append(f"{label} has a single frame")
+    frame = first.astype(np.int16)
+    if frame.std() < 3:
+        out.append(f"{label}: the first frame is flat (value {int(frame.mean())}): a blank video?")
+        return out
+    if np.abs(frame - frame[..., :1]).max() <= 2:
+        out.append(f"{label} is grayscale: the model expects colour faces")
+    # Aligned low faces leave the corners outside the landmark hull black: about a fifth of the frame
+    # on prepared clips, three quarters on small faces. Noise has almost no black pixel (0.07 %).
+    if not prepared and (frame.max(axis=2) < 24).mean() < 0.05:
+        out.append(
+            f"{label} does not look like a face on black (as `prepare` makes): "
+            "use --prepare-input for a real video"
+        )
+    return out
+
+
+def identity_warnings(path: Path, image: np.ndarray) -> list[str]:
+    """A blank identity image is worth a warning (a face-less one shows in the paste match)."""
+    if image.astype(np.float32).std() < 3:
+        return [f"identity image {path.name} is flat (value {int(image.mean())}): no face to copy"]
+    return []
+
+
 # -- the batched loop ------------------------------------------------------------------------------------
 
 
@@ -253,6 +371,7 @@ class _Active:
     started: float = 0.0
     next_low: np.ndarray | None = None
     paste_matrix: np.ndarray | None = None  # low px -> identity px, for models that use the pasted frame
+    warnings: list[str] = field(default_factory=list)
 
 
 def default_batch_videos(device: str, gflop_per_call: float) -> int:
@@ -309,8 +428,8 @@ def enhance_videos(
         raise UsageError("--eta, --strength and --spacing apply to the ddim sampler only (ddpm is ancestral)")
     shared_noise = config.sampling.shared_noise if options.shared_noise is None else options.shared_noise
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
-    if autocast is not None and not options.device.startswith("cuda"):
-        raise UsageError(f"--precision {options.precision} needs a CUDA device")
+    if options.precision == "fp16" and not options.device.startswith("cuda"):
+        raise UsageError("--precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
     denoiser = make_denoiser(model.network, config, schedule, autocast)
 
     results: list[JobResult] = []
@@ -330,7 +449,7 @@ def enhance_videos(
         _close_frames_dir(state, error is None)
         seconds = time.perf_counter() - state.started
         if error is None:
-            result = JobResult(state.job, "done", state.n, seconds)
+            result = JobResult(state.job, "done", state.n, seconds, warnings=state.warnings)
         else:
             result = JobResult(state.job, "failed", state.n, seconds, _one_line(error))
         results.append(result)
@@ -358,16 +477,20 @@ def enhance_videos(
             first = next(frames, None)
             if first is None:
                 raise InputError(f"{job.low}: no frames")
+            job_warnings = identity_warnings(job.identity, identity_uint8)
+            job_warnings += low_video_warnings(job.low, info.n_frames, first, options.prepare_input)
             paste_matrix = None
             if config.unet.use_pasted_frame:
                 from facenhance_cli.pasting import MIN_SCORE, locate_low_face
 
                 paste_matrix, score = locate_low_face(identity_uint8, first)
                 if score < MIN_SCORE:
-                    reporter.notes.append(
-                        f"{job.low.name}: its first frame's face was not found in the identity image "
+                    job_warnings.append(
+                        f"{display_name(job.low)}: its first frame's face was not found in the identity image "
                         f"(match {score:.2f}); is it the same person, cropped like `prepare` does?"
                     )
+            if options.strict and job_warnings:
+                raise InputError(f"{job_warnings[0]} (--strict)")
             writer = VideoWriter(
                 job.output,
                 info.fps,
@@ -377,14 +500,14 @@ def enhance_videos(
             writers.append(writer.__enter__())
             if options.compare:
                 compare = VideoWriter(
-                    job.output.with_name(f"{job.output.stem}_compare{job.output.suffix}"),
+                    compare_path(job.output),
                     info.fps,
                     lossless=options.lossless,
                 )
                 writers.append(compare.__enter__())
             frames_dir = None
             if options.save_frames:  # written under a temporary name, renamed when the video is done
-                frames_dir = temp_path_for(job.output.with_name(f"{job.output.stem}_frames"))
+                frames_dir = temp_path_for(frames_path(job.output))
                 frames_dir.mkdir(parents=True)
             identity = to_model([identity_uint8], options.device)
             state = _Active(
@@ -398,6 +521,7 @@ def enhance_videos(
                 started=time.perf_counter(),
                 next_low=first,
                 paste_matrix=paste_matrix,
+                warnings=job_warnings,
             )
             if reporter.on_job_start:
                 reporter.on_job_start(job, info.n_frames)
@@ -515,7 +639,7 @@ def _close_frames_dir(state: _Active, success: bool) -> None:
     if state.frames_dir is None or not state.frames_dir.exists():
         return
     if success:
-        final = state.job.output.with_name(f"{state.job.output.stem}_frames")
+        final = frames_path(state.job.output)
         if final.exists():
             shutil.rmtree(final)
         os.replace(state.frames_dir, final)

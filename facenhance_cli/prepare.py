@@ -117,6 +117,7 @@ class PrepareReport:
     results: list[ClipResult]
     input_errors: list[str]
     out_dir: Path
+    split_problems: list[str] = field(default_factory=list)  # an empty train or test split: why, what to do
 
     @property
     def n_ok(self) -> int:
@@ -643,7 +644,12 @@ def write_manifest(out_dir: Path, results: list[ClipResult], split: dict[str, st
 def resolve_split(
     out_dir: Path, subjects: Iterable[str], options: PrepareOptions
 ) -> tuple[dict[str, str], list[str]]:
-    """The split for these subjects: --split-file as given; else OUT/split.json kept, new subjects added."""
+    """The split over the subjects that have at least one prepared clip (`subjects`).
+
+    --split-file is taken as given. Otherwise OUT/split.json is kept for those subjects and new ones are
+    split among themselves; a split.json whose train side holds none of them (drawn, by an older
+    facenhance, before knowing which clips fail) cannot have trained anything, so it is drawn again.
+    """
     warnings: list[str] = []
     subjects = set(subjects)
     if options.split_file:
@@ -662,11 +668,53 @@ def resolve_split(
             existing = read_split(existing_path)
         except UsageError:
             existing = {}
-    # Earlier manifest subjects count as known, so the split covers the whole dataset folder.
-    known = subjects | {row["subject"] for row in _read_manifest(out_dir / MANIFEST).values()}
-    split = assign_split(known, options.split, options.seed, existing)
-    write_split(existing_path, split, options.split, options.seed)
+    kept = {s: v for s, v in existing.items() if s in subjects}
+    if kept and "train" not in kept.values() and len(subjects) >= 2 and options.split > 0:
+        warnings.append(
+            f"{SPLIT_FILE} put none of the {len(subjects)} prepared subjects in train: drawn again over them"
+        )
+        kept = {}
+    split = assign_split(subjects, options.split, options.seed, kept)
+    if subjects or existing_path.is_file():
+        write_split(existing_path, split, options.split, options.seed)
     return split, warnings
+
+
+def split_problems(split: dict[str, str], prepared: Iterable[str]) -> list[str]:
+    """Why a split cannot train or cannot evaluate, and what to do, in one line each (empty when fine)."""
+    prepared = sorted(set(prepared))
+    if not prepared:
+        return []
+    train = [s for s in prepared if split.get(s) == "train"]
+    test = [s for s in prepared if split.get(s) == "test"]
+    out = []
+    if not train:
+        out.append(
+            f"the train split is empty: none of the {len(prepared)} prepared subjects is in it, so `train` "
+            "cannot run; prepare clips of more subjects, or give --split-file with train subjects"
+        )
+    elif not test:
+        why = "only one subject was prepared" if len(prepared) == 1 else "every prepared subject is in train"
+        out.append(
+            f"the test split is empty ({why}): `train` runs without validation and `eval` has no held-out "
+            "subject; prepare clips of more subjects, or give --split-file"
+        )
+    return out
+
+
+def empty_train_message(data_dir: Path, usable: list[Any]) -> str:
+    """`train`'s one line when no usable clip is in the train split: why, and what to do."""
+    by_split: dict[str, set[str]] = {}
+    for entry in usable:
+        by_split.setdefault(str(entry.split), set()).add(str(entry.subject))
+    failed = sum(row.get("status") != "ok" for row in _read_manifest(Path(data_dir) / MANIFEST).values())
+    where = ", ".join(f"{len(v)} subject(s) in {k}" for k, v in sorted(by_split.items())) or "none"
+    failed_text = f"; {failed} clip(s) failed in prepare" if failed else ""
+    return (
+        f"no clips in the train split of {data_dir} ({len(usable)} usable clips: {where}{failed_text}): "
+        f"rerun `facenhance prepare ... -o {data_dir}` to split over the prepared clips, "
+        "or pass --split-file with train subjects"
+    )
 
 
 def run_prepare(
@@ -689,7 +737,9 @@ def run_prepare(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out} exists and is not a folder")
+    check_output_folder(out, inputs)
     sources, input_errors = discover_inputs(inputs, options.layout, options.subject_regex)
+    check_sources_outside_clips(out, sources)
     say = log or (lambda message: None)
     for message in input_errors:
         say(f"skipped {message}")
@@ -697,15 +747,14 @@ def run_prepare(
         raise InputError("no clips to prepare: " + ("; ".join(input_errors) if input_errors else "no inputs"))
     out.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
-    split, warnings = resolve_split(out, (s.subject for s in sources), options)
-    for message in warnings:
-        say(f"warning: {message}")
     if options.split_file:
-        write_split(out / SPLIT_FILE, split, options.split, options.seed)
+        read_split(options.split_file)  # a malformed --split-file fails before any work
     if on_start:
         on_start(sources)
 
     results: list[ClipResult] = []
+    split: dict[str, str] = {}
+    split_warnings: list[str] = []
     try:
         if options.workers == 1:
             from facenhance_cli import faces
@@ -748,10 +797,57 @@ def run_prepare(
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
     finally:
+        # The split is drawn over what was prepared (this run and earlier ones), never over clips that
+        # failed: a subject whose every clip failed would otherwise take a train (or test) place.
+        prepared = _prepared_subjects(out, results)
+        split, split_warnings = resolve_split(out, prepared, options)
+        if options.split_file:
+            write_split(out / SPLIT_FILE, split, options.split, options.seed)
         write_manifest(out, results, split)
+    for message in split_warnings:
+        say(f"warning: {message}")
     order = {s.clip_id: i for i, s in enumerate(sources)}
     results.sort(key=lambda r: order.get(r.clip_id, 0))
-    return PrepareReport(results, input_errors, out)
+    return PrepareReport(results, input_errors, out, split_problems(split, prepared))
+
+
+def check_output_folder(out: Path, inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse an output folder that is an input or inside an input folder: its clips (high.mkv, low.mkv)
+    would be read back as inputs on the next run, and a clip folder could replace an input."""
+    target = out.resolve()
+    for raw in inputs:
+        src = Path(raw).resolve()
+        if target == src or (src.is_dir() and target.is_relative_to(src)):
+            raise UsageError(
+                f"--output {out} is inside the input {raw}: prepared clips would be read back as inputs; "
+                "write them elsewhere"
+            )
+
+
+def check_sources_outside_clips(out: Path, sources: list[ClipSource]) -> None:
+    """Refuse an input that lives in a clip folder this run writes (OUT/<clip_id>/, replaced as a whole)."""
+    for source in sources:
+        folder = (out / source.clip_id).resolve()
+        for other in sources:
+            if other.path.resolve().is_relative_to(folder):
+                raise UsageError(
+                    f"the input {other.path} is inside {out / source.clip_id}, which prepare writes: "
+                    "move it or choose another --output"
+                )
+
+
+def _prepared_subjects(out_dir: Path, results: list[ClipResult]) -> set[str]:
+    """Subjects with at least one complete clip: this run's results, then earlier manifest rows."""
+    subjects = {r.subject for r in results if r.status == "ok"}
+    ran = {r.clip_id for r in results}
+    for row in _read_manifest(out_dir / MANIFEST).values():
+        if (
+            row.get("clip_id") not in ran
+            and row.get("status") == "ok"
+            and is_complete(out_dir / row["clip_id"])
+        ):
+            subjects.add(str(row["subject"]))
+    return subjects
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -780,6 +876,10 @@ def prepare_identity(
         out = out / f"{src.stem}_identity.png"
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--output {out} must be an image file (.png, .jpg)")
+    from facenhance_cli.fileio import check_writable, refuse_inputs_as_outputs
+
+    refuse_inputs_as_outputs([out], [src])
+    check_writable(out.parent)
     if src.is_file() and src.suffix.lower() in IMAGE_SUFFIXES:
         image = read_image(src)
     else:

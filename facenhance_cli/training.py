@@ -227,8 +227,8 @@ class Trainer:
     def _autocast_dtype(self, precision: str) -> torch.dtype | None:
         if precision == "fp32":
             return None
-        if not self.device.startswith("cuda"):
-            raise UsageError(f"--precision {precision} needs a CUDA device; use fp32 on {self.device}")
+        if precision == "fp16" and not self.device.startswith("cuda"):  # bf16 autocast runs on the CPU too
+            raise UsageError(f"--precision fp16 needs a CUDA device; use fp32 or bf16 on {self.device}")
         return torch.bfloat16 if precision == "bf16" else torch.float16
 
     def _restore(self, payload: dict[str, Any]) -> None:

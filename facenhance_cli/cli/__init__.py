@@ -22,6 +22,26 @@ app = typer.Typer(
 )
 
 
+def _no_type_for_flags() -> None:
+    """Show no `<bool>` after on/off flags in --help: they take no value (typer 0.29 prints their type)."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_facenhance", False):
+        return
+
+    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def]
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._facenhance = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_type_for_flags()
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"facenhance {__version__}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -41,8 +42,14 @@ def handle_errors(func: F) -> F:
         except OSError as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            if exc.errno == 28:
-                raise fail("disk full") from None
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                from facenhance_cli.fileio import write_error_message
+
+                if exc.filename:  # a failed write(): no path known, so none is guessed
+                    raise fail(write_error_message(exc.filename, exc)) from None
+                raise fail(
+                    f"a write failed: {exc.strerror or exc} (check the output folder's disk)"
+                ) from None
             raise fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):

@@ -17,16 +17,23 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def enhance(
     low: list[Path] = typer.Argument(
-        None, help="Low-res videos (64x64 face on black; any size is resized) or frame folders."
+        None,
+        help="Low-res videos (64x64 face on black; any size is resized), frame folders, `prepare` clip "
+        "folders (low.mkv + identity.png, output named by clip id) or a `prepare` output root.",
     ),
     identity: Path | None = typer.Option(
         None,
         "--identity",
         "-i",
-        help="Neutral identity image (any photo; aligned to 192x192 unless it already is).",
+        help="Required: the neutral identity image (any photo; aligned to 192x192 unless it already is). "
+        "Not needed with --pairs or with `prepare` clip folders, which hold identity.png.",
     ),
-    output: Path = typer.Option(
-        ..., "-o", "--output", help="Output video (one input) or folder (many inputs)."
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Required: the output video (one input) or folder (many inputs). "
+        "Not needed with --pairs when every row has an output.",
     ),
     pairs: Path | None = typer.Option(
         None, "--pairs", help="CSV with columns low, identity[, output]: one identity per video."
@@ -81,7 +88,9 @@ def enhance(
         help="K/N: take every N-th input starting at K (cluster array jobs; automatic under torchrun).",
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (the last two on CUDA)."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 | bf16 | fp16 (bf16 autocast also on the CPU; fp16 on CUDA)."
+    ),
     lossless: bool = typer.Option(
         False,
         "--lossless",
@@ -106,7 +115,15 @@ def enhance(
         "--weights-dir",
         help="Folder of third-party weights (face detection and landmarks); else FACENHANCE_WEIGHTS.",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and the summary line."),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="Treat warnings (blank, grey or noise video, still image, identity not matching) as errors: "
+        "that video fails, nothing is written for it, exit 1.",
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print only errors, warnings and the summary line."
+    ),
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Print notes and per-video results even when not a terminal."
     ),
@@ -120,6 +137,7 @@ def enhance(
     from facenhance_cli.cli.common import resolve_device
     from facenhance_cli.enhance import (
         EnhanceOptions,
+        check_jobs,
         default_batch_videos,
         parse_shard,
         plan_jobs,
@@ -137,6 +155,7 @@ def enhance(
     jobs = plan_jobs(list(low or []), identity, output, pairs, lossless)
     k, n = parse_shard(shard)
     jobs = take_shard(jobs, k, n)
+    check_jobs(jobs, compare, save_frames)  # before the model loads: inputs safe, readable; outputs writable
     device_name = resolve_device(device)
     loaded = load_for_inference(find_model(model, models_dir), device_name)
     if batch_videos is None:
@@ -159,6 +178,7 @@ def enhance(
         compare=compare,
         overwrite=overwrite,
         prepare_input=prepare_input,
+        strict=strict,
         weights_dir=weights_dir,
     )
     show_progress = is_terminal() and not quiet
@@ -166,29 +186,36 @@ def enhance(
     done = [r for r in results if r.status == "done"]
     skipped = [r for r in results if r.status == "skipped"]
     failed = [r for r in results if r.status == "failed"]
+    n_warnings = sum(len(r.warnings) for r in results)
     talk = (verbose or is_terminal()) and not quiet
+    one = len(jobs) == 1
     if talk:
         for note in notes:
             typer.echo(f"note: {note}", err=True)
+    for r in results:  # warnings always reach stderr: a script must not get garbage with exit 0 silently
+        for warning in r.warnings:
+            typer.echo(f"warning: {warning}", err=True)
     for r in failed:
-        where = "" if len(jobs) == 1 else f"{r.job.low}: "
+        where = "" if one else f"{r.job.low}: "
         typer.echo(f"error: {where}{r.message}", err=True)
-    if talk:
+    if talk or one:
         for r in skipped:
             typer.echo(f"skipped: {r.job.output} exists (use --overwrite)", err=True)
     frames = sum(r.frames for r in done)
     seconds = sum(r.seconds for r in done)
-    if len(jobs) == 1:
-        if done and not quiet:
-            typer.echo(f"wrote {done[0].job.output} ({frames} frames, {seconds:.1f} s)", err=True)
-    elif not quiet or failed:
+    warned = f", {n_warnings} warning{'s' if n_warnings != 1 else ''}" if n_warnings else ""
+    if one:
+        if done:
+            typer.echo(f"wrote {done[0].job.output} ({frames} frames, {seconds:.1f} s{warned})", err=True)
+    else:  # the one line a batch script reads: every video is counted once
+        where = f" -> {output}" if output is not None else ""
         typer.echo(
-            f"{len(done)} enhanced, {len(skipped)} skipped, {len(failed)} failed "
-            f"({frames} frames in {seconds:.1f} s) -> {output}",
+            f"{len(done)} enhanced, {len(skipped)} skipped, {n_warnings} warnings, {len(failed)} failed "
+            f"({frames} frames in {seconds:.1f} s){where}",
             err=True,
         )
     if failed:
-        if len(jobs) == 1:
+        if one:
             raise typer.Exit(1)
         raise FacenhanceError(f"{len(failed)} of {len(jobs)} videos failed")
 

@@ -19,7 +19,10 @@ HELP = (
     "Metrics: psnr, ssim (per frame, RGB [0, 255]); acd, acd_i, id_match (dlib 128-d face embeddings: "
     "consecutive frames, each frame vs the identity image, fraction under the 0.6 same-person threshold); "
     "fvd (I3D Kinetics-400 logits, Frechet distance to the ground-truth set; meaningless under 10 videos); "
-    "lmk (68-landmark error over the inter-ocular distance: all, mouth, eyes).\n\n"
+    "lmk (68-landmark error over the inter-ocular distance: all, mouth, eyes); expr (lmk with head pose "
+    "removed, computed with lmk).\n\n"
+    "Warnings (a metric skipped for missing weights, unpaired videos, too few videos for FVD) always go to "
+    "stderr; with --strict they make the exit code 1.\n\n"
     'In --json, infinite PSNR is the string "inf" and a metric not computed is null.'
 )
 
@@ -81,6 +84,29 @@ def render_table(report: dict[str, Any]) -> Any:
     return table
 
 
+def is_warning(note: str) -> bool:
+    """Notes that mean the report is not what was asked for: a metric skipped, videos left unscored."""
+    return note.startswith(("warning:", "skipped", "fvd of baseline")) or "not scored" in note
+
+
+def _metric_aliases(text: str) -> str:
+    """`expr` is computed with `lmk` (the same landmarks, head pose removed): asking for it asks for lmk."""
+    names = [n.strip() for n in text.split(",")]
+    return ",".join(dict.fromkeys("lmk" if n.lower() == "expr" else n for n in names))
+
+
+def _refuse_reports_over_inputs(pairs, pairs_csv, json_out, csv_out, sheet) -> None:
+    """--json/--csv/--sheet never replace an input (a video, an identity, the pairs file); their folders
+    must take a file, checked before any metric is computed."""
+    from facenhance_cli.fileio import check_writable, refuse_inputs_as_outputs
+
+    outputs = [Path(p) for p in (json_out if json_out != "-" else None, csv_out, sheet) if p]
+    inputs = [p for pair in pairs for p in (pair.gen, pair.gt, pair.identity, pair.low) if p is not None]
+    refuse_inputs_as_outputs(outputs, [*([pairs_csv] if pairs_csv else []), *inputs])
+    for folder in dict.fromkeys(p.parent for p in outputs):
+        check_writable(folder)
+
+
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
 
@@ -105,7 +131,9 @@ def register(app: typer.Typer) -> None:
             None, "--pairs", help="CSV with columns gen, gt and optionally identity, low, name."
         ),
         metrics: str = typer.Option(
-            "all", "--metrics", help="Comma list of psnr,ssim,acd,acd_i,fvd,lmk,id_match,sharpness, or all."
+            "all",
+            "--metrics",
+            help="Comma list of psnr,ssim,acd,acd_i,fvd,lmk,expr,id_match,sharpness, or all.",
         ),
         baseline: str = typer.Option(
             "identity,bicubic,paste",
@@ -134,7 +162,13 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="Device for the I3D: auto, cpu, cuda, cuda:N."),
         batch_size: int = typer.Option(4, "--batch-size", help="Clips per I3D forward pass."),
         quiet: bool = typer.Option(
-            False, "--quiet", "-q", help="No table, no progress; notes still go to stderr."
+            False, "--quiet", "-q", help="No table, no progress; notes and warnings still go to stderr."
+        ),
+        strict: bool = typer.Option(
+            False,
+            "--strict",
+            help="Exit 1 when there is any warning (a metric skipped, e.g. for missing I3D weights; "
+            "unpaired videos); the report is still written.",
         ),
     ) -> None:
         from rich.console import Console
@@ -155,8 +189,9 @@ def register(app: typer.Typer) -> None:
             pairs, pair_notes = ev.find_pairs(gen, gt, identity, low)
         if fvd_frames < 1 or batch_size < 1 or sheet_videos < 1 or sheet_frames < 1:
             raise UsageError("--fvd-frames, --batch-size, --sheet-videos and --sheet-frames must be positive")
+        _refuse_reports_over_inputs(pairs, pairs_csv, json_out, csv_out, sheet)
         options = ev.EvalOptions(
-            metrics=ev.parse_names(metrics, ev.METRICS, "metric"),
+            metrics=ev.parse_names(_metric_aliases(metrics), ev.METRICS, "metric"),
             baselines=ev.parse_names(baseline, ev.BASELINES, "baseline"),
             fvd_frames=fvd_frames,
             i3d_batch=batch_size,
@@ -192,9 +227,14 @@ def register(app: typer.Typer) -> None:
         else:
             result = ev.evaluate(pairs, options)
 
-        for note in [*pair_notes, *result.notes]:
-            err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-        result.report["notes"] = [*pair_notes, *result.notes]
+        notes = [*pair_notes, *result.notes]
+        warnings = [n for n in notes if is_warning(n)]
+        for note in notes:
+            text = note if is_warning(note) else f"note: {note}"
+            if is_warning(note) and not text.startswith("warning: "):
+                text = f"warning: {text}"
+            err.print(text, markup=False, highlight=False, soft_wrap=True)
+        result.report["notes"] = notes
         if not quiet:
             console.print(render_table(result.report))
         if json_out == "-":
@@ -212,3 +252,7 @@ def register(app: typer.Typer) -> None:
         ):
             if path and not quiet:
                 err.print(f"wrote {what}: {path}", markup=False, highlight=False)
+        if strict and warnings:
+            from facenhance_cli.errors import FacenhanceError
+
+            raise FacenhanceError(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''} (--strict)")

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from facenhance_cli.cli.common import handle_errors
+from facenhance_cli.cli.common import handle_errors, is_terminal
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
 def presets(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
 ) -> None:
-    """List the model presets (paper, small, tiny) with parameters and GFLOP per frame, to pick by cost."""
+    """List the model presets (paper, small, tiny) with parameters, GFLOP/call (one network call) and
+    GFLOP/frame (calls of the default sampler), to pick by cost."""
     from facenhance_cli.config import load_preset, preset_names
     from facenhance_cli.costs import measure_cost
 
@@ -43,6 +44,7 @@ def presets(
                 "loss": config.diffusion.loss,
                 "sampler": config.sampling.sampler,
                 "steps": config.sampling.steps,
+                "strength": config.sampling.strength,
                 "gflop_per_frame": round(cost.gflop_per_call * calls, 1),
             }
         )
@@ -68,7 +70,7 @@ def presets(
             f"{r['sampler']} {r['steps']}" + (f" @ {r['strength']:g}" if r["strength"] < 1 else ""),
             f"{r['gflop_per_frame']:.0f}",
         )
-    Console().print(table)
+    Console(width=None if is_terminal() else 160).print(table)  # a pipe gets whole headers
 
 
 @handle_errors
@@ -113,7 +115,7 @@ def models(
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if is_terminal() else 200)
     if not rows:
         searched = ", ".join(str(d) for d in model_search_dirs(models_dir))
         console.print(f"no models installed (searched: {searched})")
@@ -150,14 +152,23 @@ def export(
     trained_on: str | None = typer.Option(
         None, "--trained-on", help="What the model was trained on, for `models`."
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace an existing OUTPUT (never the input, nor a resumable training checkpoint).",
+    ),
 ) -> None:
     """Write an inference-only copy of a checkpoint (EMA weights, no optimiser), e.g. to share or ship it."""
-    from facenhance_cli.checkpoint import export_for_inference
+    from facenhance_cli.checkpoint import check_export_target, export_for_inference
+    from facenhance_cli.fileio import check_writable
     from facenhance_cli.weights import find_model
 
     sampling = {
         k: v for k, v in (("steps", steps), ("sampler", sampler), ("strength", strength)) if v is not None
     }
     meta = {"trained_on": trained_on} if trained_on else None
-    path = export_for_inference(find_model(str(checkpoint)), output, half, sampling, meta)
+    source = find_model(str(checkpoint))
+    check_export_target(source, output, overwrite)
+    check_writable(output.parent)
+    path = export_for_inference(source, output, half, sampling, meta)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", err=True)

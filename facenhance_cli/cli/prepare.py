@@ -210,6 +210,8 @@ def _print_summary(report) -> None:
         f"prepared data in {report.out_dir} (manifest.jsonl, split.json)", soft_wrap=True, markup=False
     )
     console.print(table)
+    for problem in report.split_problems:
+        typer.echo(f"warning: {problem}", err=True)
     if report.n_ok == 0:
         typer.echo("error: nothing could be prepared", err=True)
 

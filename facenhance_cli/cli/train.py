@@ -35,7 +35,7 @@ def train(
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option(
-        "fp32", "--precision", help="fp32 | bf16 | fp16 (mixed precision needs CUDA)."
+        "fp32", "--precision", help="fp32 | bf16 | fp16 (bf16 autocast also on the CPU; fp16 needs CUDA)."
     ),
     compile_: bool = typer.Option(
         False, "--compile", help="torch.compile the network (CUDA; slow first steps)."
@@ -72,6 +72,7 @@ def train(
     if any(k in training_overrides for k in ("training.batch_size", "training.lr", "training.seed")):
         explicit = True
     config = config.replace(**{**overrides, **training_overrides}).validate()  # flags win over --set
+    _check_data(data, output)
     options = TrainOptions(
         data_dir=data,
         run_dir=output,
@@ -95,6 +96,20 @@ def train(
             f"model: {summary['final']}",
             err=True,
         )
+
+
+def _check_data(data: Path, run_dir: Path) -> None:
+    """Before the model is built: the run folder is not the data, and the train split has clips (else say
+    why and what to do, rather than torch's or the loader's words)."""
+    from facenhance_cli.data import read_manifest
+    from facenhance_cli.errors import InputError, UsageError
+    from facenhance_cli.prepare import empty_train_message
+
+    if data.exists() and run_dir.exists() and data.resolve() == run_dir.resolve():
+        raise UsageError(f"-o {run_dir} is the data folder: give the run its own folder")
+    entries = read_manifest(data)
+    if not any(e.split == "train" for e in entries):
+        raise InputError(empty_train_message(data, entries))
 
 
 def _train_with_progress(options, max_steps: int):

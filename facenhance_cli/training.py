@@ -176,7 +176,9 @@ class Trainer:
             )
 
         torch.manual_seed(self.tc.seed)  # initial weights
-        self.network = build_network(self.config).to(self.device)
+        # channels_last: convolutions run 1.1-1.4x faster on CPU (oneDNN) and on tensor cores; the state
+        # dict is the same tensors, so checkpoints do not depend on it.
+        self.network = build_network(self.config).to(self.device, memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.network).eval().requires_grad_(False)
         opt_cls = torch.optim.AdamW if self.tc.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.network.parameters(), lr=self.tc.lr, weight_decay=self.tc.weight_decay)
@@ -338,8 +340,9 @@ class Trainer:
         decay = self.tc.ema_decay
         if self.tc.ema_warmup:
             decay = min(decay, (1 + self.step) / (10 + self.step))
-        for ema_p, p in zip(self.ema.parameters(), self.network.parameters(), strict=True):
-            ema_p.lerp_(p.detach(), 1 - decay)
+        # One fused update over every tensor (one kernel launch per group on a GPU, not one per tensor).
+        ema_params = list(self.ema.parameters())
+        torch._foreach_lerp_(ema_params, [p.detach() for p in self.network.parameters()], 1 - decay)
         for ema_b, b in zip(self.ema.buffers(), self.network.buffers(), strict=True):
             ema_b.copy_(b)
 

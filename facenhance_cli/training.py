@@ -152,7 +152,7 @@ class Trainer:
                 f"batch size {self.tc.batch_size} must be divisible by the {self.dist.world_size} processes"
             )
         self.local_batch = self.tc.batch_size // self.dist.world_size
-        self.schedule = make_schedule(self.config.diffusion)
+        self.schedule = make_schedule(self.config.diffusion).to(self.device)
         self.prev_noise_std = self.config.conditioning.prev_noise_std
 
         entries = read_manifest(options.data_dir)
@@ -178,7 +178,8 @@ class Trainer:
         torch.manual_seed(self.tc.seed)  # initial weights
         # channels_last: convolutions run 1.1-1.4x faster on CPU (oneDNN) and on tensor cores; the state
         # dict is the same tensors, so checkpoints do not depend on it.
-        self.network = build_network(self.config).to(self.device, memory_format=torch.channels_last)
+        self.network = build_network(self.config).to(self.device)
+        self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.ema = copy.deepcopy(self.network).eval().requires_grad_(False)
         opt_cls = torch.optim.AdamW if self.tc.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(self.network.parameters(), lr=self.tc.lr, weight_decay=self.tc.weight_decay)
@@ -276,7 +277,7 @@ class Trainer:
             return self.tc.lr * (step + 1) / self.tc.warmup_steps
         return self.tc.lr
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, Any]:
         """Algorithm 1: x_t from (x0, eps, t), the model sees (x_t, I_id, f_low, f_prev + z); loss to the target."""
         self.network.train()
         x0, cond, noise = self._batch(self.step)
@@ -292,8 +293,6 @@ class Trainer:
         ):
             output = model_output(self.forward, self.config, self.schedule, x_t, t, cond)
         loss = self.loss(output.float(), x_t, t, x0, noise["eps"], cond)
-        if not torch.isfinite(loss):
-            raise FacenhanceError(f"loss became {loss.item()} at step {self.step}: lower --lr or use fp32")
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -318,7 +317,16 @@ class Trainer:
             )
             if not self.device.startswith("cuda"):
                 loss_value = loss_value / self.dist.world_size
-        return {"loss": float(loss_value), "lr": lr, "grad_norm": float(grad_norm)}
+        # Tensors, not floats: reading them waits for the device, so run() reads them only when it logs
+        # or saves (checked finite then, before any checkpoint can hold a diverged model).
+        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm.detach()}
+
+    def _read_stats(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """Floats of a train_step's tensors; a non-finite loss stops the run before anything is saved."""
+        values = {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in stats.items()}
+        if not math.isfinite(values["loss"]):
+            raise FacenhanceError(f"loss became {values['loss']} by step {self.step}: lower --lr or use fp32")
+        return values
 
     def loss(
         self,
@@ -468,6 +476,7 @@ class Trainer:
         # Ctrl-C only sets a flag, checked between steps: a checkpoint never holds a half-applied update.
         interrupted = []
         previous_handler = None
+        stats: dict[str, Any] = {"loss": 0.0}
         if threading.current_thread() is threading.main_thread():
             previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
         try:
@@ -478,14 +487,14 @@ class Trainer:
                 window_steps += 1
                 step = self.step
                 elapsed = time.perf_counter() - window_start
-                record = {
-                    "step": step,
-                    **stats,
-                    "steps_per_s": window_steps / elapsed,
-                    "samples_per_s": window_steps * tc.batch_size / elapsed,
-                    "time": time.time(),
-                }
+                record: dict[str, Any] = {"step": step}
+                saving = step % tc.checkpoint_every == 0 or step % tc.validate_every == 0
+                if step % tc.log_every == 0 or step == tc.max_steps or saving:
+                    record.update(self._read_stats(stats))
                 if step % tc.log_every == 0 or step == tc.max_steps:
+                    record["steps_per_s"] = window_steps / elapsed
+                    record["samples_per_s"] = window_steps * tc.batch_size / elapsed
+                    record["time"] = time.time()
                     window_start, window_steps = time.perf_counter(), 0
                     if self.dist.is_main:
                         self._append_log(record)
@@ -513,6 +522,7 @@ class Trainer:
                     if self.dist.is_main:
                         plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
         except KeyboardInterrupt:
+            self._read_stats(stats)  # never save a model whose last step diverged
             self.save_last()
             if self.dist.is_main:
                 plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")

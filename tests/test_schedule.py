@@ -127,3 +127,11 @@ def test_losses_vanish_for_the_ideal_output(schedule, loss):
         ideal = prediction_target(schedule, prediction, x0, t, eps)
         assert diffusion_loss(schedule, prediction, loss, ideal, x_t, t, x0, eps).item() < 1e-8
         assert diffusion_loss(schedule, prediction, loss, ideal + 0.5, x_t, t, x0, eps).item() > 1e-6
+
+
+def test_schedule_to_moves_every_tensor_and_keeps_float64():
+    schedule = make_schedule(DiffusionConfig())
+    moved = schedule.to("meta")
+    for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_variance"):
+        assert getattr(moved, name).device.type == "meta" and getattr(moved, name).dtype == torch.float64
+    assert moved.num_timesteps == schedule.num_timesteps

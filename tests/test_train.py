@@ -278,3 +278,25 @@ def test_pasted_frame_samples_and_a_run_with_them(data_dir, tmp_path):
     train(TrainOptions(data_dir, tmp_path / "run", config))
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("val_loss" in r for r in log) and any((tmp_path / "run" / "samples").glob("*.png"))
+
+
+def test_a_diverging_run_stops_before_saving_a_broken_model(data_dir, tmp_path):
+    """The loss is read from the device only when logging or saving; a non-finite one stops the run then,
+    and no checkpoint written holds a non-finite weight."""
+    from facenhance_cli.errors import FacenhanceError
+
+    config = tiny_config(
+        **{
+            "training.max_steps": 8,
+            "training.lr": 1e30,
+            "training.log_every": 4,
+            "training.checkpoint_every": 4,
+            "training.validate_every": 1000,
+            "training.sample_every": 1000,
+        }
+    )
+    with pytest.raises(FacenhanceError, match="loss became"):
+        train(TrainOptions(data_dir, tmp_path / "run", config))
+    for path in (tmp_path / "run").glob("*.pt"):
+        payload = torch.load(path, weights_only=True)
+        assert all(torch.isfinite(v).all() for v in payload["ema"].values() if v.is_floating_point())

@@ -151,15 +151,13 @@ def _train_with_progress(options, max_steps: int):
         task = progress.add_task("train", total=max_steps, loss="-", val="-", speed="-")
 
         def update(record):
-            if "loss" in record:
-                progress.update(
-                    task,
-                    completed=record["step"],
-                    loss=f"{record['loss']:.4f}",
-                    speed=f"{record['steps_per_s']:.2f}",
-                )
-            elif "val_loss" in record:
+            if "val_loss" in record:
                 progress.update(task, val=f"{record['val_loss']:.4f}")
+                return
+            fields = {"completed": record["step"]}
+            if record.get("logged"):  # the loss is read from the device only on logged steps
+                fields.update(loss=f"{record['loss']:.4f}", speed=f"{record['steps_per_s']:.2f}")
+            progress.update(task, **fields)
 
         options.progress = update
         return run_training(options)

@@ -6,6 +6,7 @@ from t = 0 lands on x0. The schedule holds no network.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -28,6 +29,10 @@ class Schedule:
     @property
     def num_timesteps(self) -> int:
         return int(self.betas.shape[0])
+
+    def to(self, device: torch.device | str) -> Schedule:
+        """The same schedule on `device` (still float64), so per-step lookups copy nothing to the device."""
+        return Schedule(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
 def linear_betas(num_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
@@ -58,7 +63,7 @@ def make_schedule(config: DiffusionConfig) -> Schedule:
 
 def at_timestep(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[t] shaped (B, 1, 1, 1) for broadcasting over images, in `like`'s dtype and device."""
-    out = values.to(t.device)[t.long()]
+    out = values.to(t.device)[t.long()]  # no copy when the schedule already lives there (Schedule.to)
     return out.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 

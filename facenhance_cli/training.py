@@ -349,7 +349,7 @@ class Trainer:
         if self.tc.ema_warmup:
             decay = min(decay, (1 + self.step) / (10 + self.step))
         # One fused update over every tensor (one kernel launch per group on a GPU, not one per tensor).
-        ema_params = list(self.ema.parameters())
+        ema_params: list[torch.Tensor] = list(self.ema.parameters())
         torch._foreach_lerp_(ema_params, [p.detach() for p in self.network.parameters()], 1 - decay)
         for ema_b, b in zip(self.ema.buffers(), self.network.buffers(), strict=True):
             ema_b.copy_(b)

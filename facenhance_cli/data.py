@@ -126,8 +126,11 @@ class FrameDataset:
         workers: int = 1,
         pasted: bool = False,
         edit_mask: bool = False,
+        align_targets: bool = False,
     ) -> None:
         self.entries = list(entries)
+        self.align_targets = align_targets  # high frames moved so their face sits where frame 0's does
+        self._alignments: dict[int, np.ndarray | None] = {}  # clip index -> (F, 2, 3), None if no landmarks
         self.pasted = pasted  # samples carry the pasted frame (the low face on the identity image)
         self.edit_mask = edit_mask  # samples carry the edit mask (where the face may change)
         self._paste_matrices: dict[int, np.ndarray] = {}  # clip index -> low px to identity px
@@ -211,6 +214,24 @@ class FrameDataset:
         clip = self.clip(ci)
         return paste_low_face(clip.identity, clip.low[n], self.paste_matrix(ci))
 
+    def alignment(self, ci: int) -> np.ndarray | None:
+        """(F, 2, 3) per-frame similarities taking clip `ci`'s high frame n onto frame 0 (= its identity
+        image), fitted on the rigid landmarks `prepare` stored in meta.json; None without them."""
+        if ci not in self._alignments:
+            self._alignments[ci] = head_alignments(self.entries[ci].folder / "meta.json", self.image_size)
+        return self._alignments[ci]
+
+    def _high(self, ci: int, n: int) -> np.ndarray:
+        """(S, S, 3) uint8 high frame n of clip `ci`, moved onto frame 0's head pose with align_targets."""
+        frame = self.clip(ci).high[n]
+        transforms = self.alignment(ci) if self.align_targets else None
+        if transforms is None or n >= len(transforms):
+            return frame
+        import cv2
+
+        size = frame.shape[0]
+        return cv2.warpAffine(frame, transforms[n], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
     def sample(self, position: int, flip: bool, gain: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """uint8 arrays low (L,L,3), identity, high, prev (S,S,3) [, pasted (S,S,3)] [, edit_mask (S,S,1)
         float32]; prev of frame 0 is the identity image. `gain` (3,) scales every image's channels alike."""
@@ -219,8 +240,8 @@ class FrameDataset:
         sample = {
             "low": clip.low[n],
             "identity": clip.identity,
-            "high": clip.high[n],
-            "prev": clip.high[n - 1] if n > 0 else clip.identity,
+            "high": self._high(ci, n),
+            "prev": self._high(ci, n - 1) if n > 0 else clip.identity,
         }
         if gain is not None:  # black stays black: the low frame's background is still background
             sample = {k: np.clip(v * gain + 0.5, 0, 255).astype(np.uint8) for k, v in sample.items()}
@@ -236,6 +257,28 @@ class FrameDataset:
         if flip:  # one flip for every image of the sample keeps them consistent
             sample = {k: v[:, ::-1] for k, v in sample.items()}
         return sample
+
+
+def head_alignments(meta_path: Path, size: int) -> np.ndarray | None:
+    """(F, 2, 3) similarities (Umeyama fit of the rigid landmarks) taking each high frame's head onto frame
+    0's, at `size` px, from `prepare`'s meta.json; None when the file or its landmarks are missing.
+
+    Ours, for training only: the aligned low frames carry no head position, so a model can only leave the
+    head where the identity image (frame 0) has it. A target whose head has moved since frame 0 teaches it
+    to blur (the average over positions it cannot know); the moved-back target teaches the expression.
+    """
+    from facenhance_cli.faces import RIGID_POINTS
+    from facenhance_cli.metrics.landmarks import fit_similarity
+
+    try:
+        meta = json.loads(meta_path.read_text())
+        landmarks = np.asarray(meta["landmarks_high"], np.float64) * (size / float(meta["size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2) or not np.isfinite(landmarks).all():
+        return None
+    rigid = list(RIGID_POINTS)
+    return np.stack([fit_similarity(points[rigid], landmarks[0][rigid]) for points in landmarks])
 
 
 def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:

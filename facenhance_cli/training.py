@@ -162,7 +162,11 @@ class Trainer:
             raise InputError(f"no clips in the train split of {options.data_dir}")
         size, low = self.config.unet.image_size, self.config.encoder.low_size
         workers = max(1, options.workers)
-        inputs = {"pasted": self.config.unet.use_pasted_frame, "edit_mask": self.config.unet.use_edit_mask}
+        inputs = {
+            "pasted": self.config.unet.use_pasted_frame,
+            "edit_mask": self.config.unet.use_edit_mask,
+            "align_targets": self.tc.align_targets,
+        }
         self.train_data = FrameDataset(train_entries, size, low, workers=workers, **inputs)
         self.val_data: FrameDataset | None = None
         if val_entries:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from helpers import make_prepared_dataset
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from facenhance_cli.cli import app
 from facenhance_cli.config import load_preset
 from facenhance_cli.training import Trainer, TrainOptions, train
+from facenhance_cli.video import read_video, write_video
 
 SMALL_SET = ["--preset", "tiny", "--set", "unet.image_size=32"]
 
@@ -300,3 +302,31 @@ def test_a_diverging_run_stops_before_saving_a_broken_model(data_dir, tmp_path):
     for path in (tmp_path / "run").glob("*.pt"):
         payload = torch.load(path, weights_only=True)
         assert all(torch.isfinite(v).all() for v in payload["ema"].values() if v.is_floating_point())
+
+
+def test_aligned_targets_move_the_head_back_onto_frame_zero(tmp_path):
+    """With training.align_targets, a frame whose head moved (here: the whole frame shifted by 9, 5 px,
+    landmarks with it) comes back onto frame 0's pose; without landmarks in meta.json nothing is moved."""
+    import cv2
+
+    from facenhance_cli.data import FrameDataset, read_manifest
+
+    data = make_prepared_dataset(tmp_path / "data", n_train=1, n_test=0, n_frames=2, size=64)
+    clip = data / "s00_clip"
+    high, _ = read_video(clip / "high.mkv")
+    shift = np.float64([[1, 0, 9], [0, 1, 5]])
+    moved = cv2.warpAffine(high[0], shift, (64, 64), borderMode=cv2.BORDER_REPLICATE)
+    write_video(clip / "high.mkv", np.stack([high[0], moved]), 25, lossless=True)
+    rng = np.random.default_rng(0)
+    points = rng.uniform(16, 48, (68, 2))
+    meta = json.loads((clip / "meta.json").read_text())
+    meta.update(size=64, landmarks_high=[points.tolist(), (points + [9, 5]).tolist()])
+    (clip / "meta.json").write_text(json.dumps(meta))
+    aligned = FrameDataset(read_manifest(data), 64, 64, align_targets=True).sample(1, flip=False)["high"]
+    raw = FrameDataset(read_manifest(data), 64, 64).sample(1, flip=False)["high"]
+    inner = (slice(12, 52), slice(12, 52))
+    assert np.abs(aligned[inner].astype(int) - high[0][inner].astype(int)).max() <= 2
+    assert np.abs(raw[inner].astype(int) - high[0][inner].astype(int)).max() > 20
+    (clip / "meta.json").write_text(json.dumps({"clip_id": "s00_clip"}))
+    unaligned = FrameDataset(read_manifest(data), 64, 64, align_targets=True).sample(1, flip=False)["high"]
+    assert (unaligned == raw).all()

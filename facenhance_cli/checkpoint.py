@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from facenhance_cli.config import FacenhanceConfig
-from facenhance_cli.errors import CheckpointError, UsageError
+from facenhance_cli.errors import CheckpointError, UsageError, first_line
 from facenhance_cli.fileio import atomic_path, write_error_message
 
 FORMAT_NAME = "facenhance-checkpoint"
@@ -157,7 +157,7 @@ def load_for_inference(path: str | os.PathLike[str], device: str | torch.device 
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
+        first = first_line(exc)
         raise CheckpointError(f"{path}: weights do not match the stored config ({first[:160]})") from None
     network.eval().requires_grad_(False).to(device)
     return LoadedModel(network, config, dict(payload.get("meta", {})), Path(path))

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from facenhance_cli.errors import FacenhanceError, UsageError
+from facenhance_cli.errors import FacenhanceError, UsageError, first_line
 
 # errno values that mean "this disk or folder does not take the file", whatever the body was doing.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -62,7 +62,7 @@ def write_error_message(path: str | os.PathLike[str], exc: BaseException, needed
     # torch's writer raises RuntimeError with no errno: a (nearly) full disk is then the likely cause
     if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free <= max(needed, 1 << 20)):
         return f"cannot write {path}: disk full ({where})"
-    reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    reason = getattr(exc, "strerror", None) or first_line(exc, type(exc).__name__)
     return f"cannot write {path}: {reason[:160]} ({where})"
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from facenhance_cli.errors import FacenhanceError, InputError, NoFaceError, UsageError
+from facenhance_cli.errors import FacenhanceError, InputError, NoFaceError, UsageError, first_line
 from facenhance_cli.fileio import write_json, write_text
 
 SEGMENTS_HELP = "first-half | all | START:END (frame indices, END exclusive, either may be empty)"
@@ -547,7 +547,7 @@ def process_clip(
         os.replace(tmp, final)
         result.status, result.n_frames = "ok", n
     except FacenhanceError as exc:
-        result.reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        result.reason = first_line(exc, type(exc).__name__)
     except MemoryError:
         result.reason = "out of memory"
     except OSError as exc:
@@ -558,7 +558,7 @@ def process_clip(
     except Exception as exc:  # a bad clip never stops the batch
         if os.environ.get("FACENHANCE_DEBUG"):
             raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = first_line(exc)
         result.reason = f"internal error ({type(exc).__name__}: {first})"
     finally:
         if tmp.exists():

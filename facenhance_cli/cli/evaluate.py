@@ -84,11 +84,6 @@ def render_table(report: dict[str, Any]) -> Any:
     return table
 
 
-def is_warning(note: str) -> bool:
-    """Notes that mean the report is not what was asked for: a metric skipped, videos left unscored."""
-    return note.startswith(("warning:", "skipped", "fvd of baseline")) or "not scored" in note
-
-
 def _metric_aliases(text: str) -> str:
     """`expr` is computed with `lmk` (the same landmarks, head pose removed): asking for it asks for lmk."""
     names = [n.strip() for n in text.split(",")]
@@ -180,13 +175,13 @@ def register(app: typer.Typer) -> None:
         if pairs_csv is not None:
             if gen or gt or identity or low:
                 raise UsageError("--pairs replaces GEN, --gt, --identity and --low: give one or the other")
-            pairs, pair_notes = ev.read_pairs_csv(pairs_csv), list[str]()
+            pairs, pair_warnings = ev.read_pairs_csv(pairs_csv), list[str]()
         else:
             if not gen:
                 raise UsageError("give generated videos (GEN...) and --gt, or --pairs FILE.csv")
             if not gt:
                 raise UsageError("--gt is required: the ground-truth videos or prepare output folder")
-            pairs, pair_notes = ev.find_pairs(gen, gt, identity, low)
+            pairs, pair_warnings = ev.find_pairs(gen, gt, identity, low)
         if fvd_frames < 1 or batch_size < 1 or sheet_videos < 1 or sheet_frames < 1:
             raise UsageError("--fvd-frames, --batch-size, --sheet-videos and --sheet-frames must be positive")
         _refuse_reports_over_inputs(pairs, pairs_csv, json_out, csv_out, sheet)
@@ -227,14 +222,9 @@ def register(app: typer.Typer) -> None:
         else:
             result = ev.evaluate(pairs, options)
 
-        notes = [*pair_notes, *result.notes]
-        warnings = [n for n in notes if is_warning(n)]
-        for note in notes:
-            text = note if is_warning(note) else f"note: {note}"
-            if is_warning(note) and not text.startswith("warning: "):
-                text = f"warning: {text}"
-            err.print(text, markup=False, highlight=False, soft_wrap=True)
-        result.report["notes"] = notes
+        warnings = result.report["warnings"] = [*pair_warnings, *result.warnings]
+        for line in [*(f"note: {n}" for n in result.notes), *(f"warning: {w}" for w in warnings)]:
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
         if not quiet:
             console.print(render_table(result.report))
         if json_out == "-":

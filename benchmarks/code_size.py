@@ -65,7 +65,7 @@ def main() -> None:
 
     files = sorted(p for root in args.roots for p in Path(root).rglob("*.py"))
     sizes = sorted(((len(p.read_text(encoding="utf-8").splitlines()), p) for p in files), reverse=True)
-    print(f"| file | lines |\n| --- | ---: |")
+    print("| file | lines |\n| --- | ---: |")
     for lines, path in sizes[: args.top]:
         print(f"| {path} | {lines} |")
     total = sum(lines for lines, _ in sizes)

@@ -339,6 +339,7 @@ def test_prepare_input_aligns_a_real_video_first(model_path, inputs, tmp_path, f
     assert read_video(out)[0].shape == (4, SIZE, SIZE, 3)
 
 
+@pytest.mark.slow
 def test_shipped_default_model_runs_without_model_flag_and_beats_the_identity(tmp_path):
     """The quick start exactly: found with no --model, its recommended sampler; closer to the ground truth
     than copying the identity image (24.3 vs 23.2 dB when shipped)."""

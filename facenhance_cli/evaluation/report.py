@@ -6,7 +6,6 @@ import csv
 import io
 import math
 import os
-import platform
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from facenhance_cli.evaluation.options import (
     EvalResult,
 )
 from facenhance_cli.fileio import write_json, write_text
+from facenhance_cli.provenance import versions
 
 if TYPE_CHECKING:
     from facenhance_cli.evaluation.features import Features
@@ -119,7 +119,7 @@ def _settings(
         "psnr_inf": PSNR_INF_NOTE,
         "cache_dir": str(options.cache_dir) if options.cache_dir else None,
         "cache_hits": features.cache.hits,
-        "versions": versions(),
+        "versions": versions("python", "numpy", "torch", "dlib"),
     }
 
 
@@ -149,22 +149,6 @@ def _std(values: list[float | None]) -> float | None:
     if not vals or any(math.isinf(v) for v in vals):
         return None
     return float(np.std(vals))
-
-
-def versions() -> dict[str, str]:
-    """Versions of what computed the report."""
-    import dlib
-    import torch
-
-    from facenhance_cli import __version__
-
-    return {
-        "facenhance": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "dlib": str(getattr(dlib, "__version__", "unknown")),
-    }
 
 
 def jsonable(value: Any) -> Any:

@@ -19,25 +19,11 @@ from facenhance_cli.errors import FacenhanceError, InputError, NoFaceError, Usag
 from facenhance_cli.fileio import write_text
 from facenhance_cli.prepare.inputs import ClipSource, parse_segment, resample_indices
 from facenhance_cli.prepare.options import FORMAT_VERSION, META, TMP_PREFIX, ClipResult, PrepareOptions
+from facenhance_cli.provenance import versions
 
 
 def _round(array: np.ndarray, digits: int = 2) -> list:
     return np.round(np.asarray(array, np.float64), digits).tolist()
-
-
-def _versions() -> dict[str, str]:
-    import cv2
-
-    from facenhance_cli import __version__
-
-    out = {"facenhance": __version__, "numpy": np.__version__, "opencv": cv2.__version__}
-    try:
-        import av
-
-        out["av"] = av.__version__
-    except ImportError:
-        pass
-    return out
 
 
 def is_complete(clip_dir: Path) -> bool:
@@ -216,7 +202,7 @@ def _make_clip(
         "landmarks_low": _round(np.stack([a.landmarks for a in aligned])),
         "low_transforms": [_round(a.matrix, 5) for a in aligned],
         "notes": notes,
-        "versions": {**_versions(), **det.versions()},
+        "versions": {**versions("numpy", "opencv", "av"), **det.versions()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

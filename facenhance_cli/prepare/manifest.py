@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from facenhance_cli.fileio import write_text
+from facenhance_cli.fileio import read_jsonl, write_text
 from facenhance_cli.prepare.options import MANIFEST, ClipResult
 
 
@@ -14,11 +14,10 @@ def read_manifest_rows(path: Path) -> dict[str, dict[str, Any]]:
     """clip_id -> row of a manifest.jsonl as written (every status); unreadable lines are passed over."""
     rows: dict[str, dict[str, Any]] = {}
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for row in read_jsonl(path, strict=False):
             try:
-                row = json.loads(line)
                 rows[row["clip_id"]] = row
-            except (ValueError, KeyError, TypeError):
+            except (KeyError, TypeError):
                 continue
     return rows
 

@@ -210,6 +210,7 @@ def export_for_inference(
     payload = read_checkpoint(source)
     config = checkpoint_config(payload, source)
     if sampling:
-        config = config.replace(**{f"sampling.{k}": v for k, v in sampling.items()}).validate()
+        overrides = {f"sampling.{key}": value for key, value in sampling.items()}
+        config = config.with_overrides(overrides, names={key: f"--{key[9:]}" for key in overrides})
     merged = {**payload.get("meta", {}), **(meta or {})}
     return save_checkpoint(target, config, payload["ema"], merged, half=half)

@@ -20,6 +20,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from facenhance_cli.config import Precision, SamplerName, Spacing
 from facenhance_cli.errors import InputError, UsageError, one_line
 from facenhance_cli.fileio import temp_path_for
 
@@ -39,16 +40,16 @@ class EnhanceJob:
 class EnhanceOptions:
     """Sampling and output settings shared by every job of a run."""
 
-    sampler: str | None = None  # None: the checkpoint's recommended sampler
+    sampler: SamplerName | None = None  # None: the checkpoint's recommended sampler
     steps: int | None = None  # None: the checkpoint's recommended steps
     eta: float | None = None
     strength: float | None = None  # None: the checkpoint's (ddim only)
-    spacing: str | None = None  # None: the checkpoint's (ddim only): trailing | karras
+    spacing: Spacing | None = None  # None: the checkpoint's (ddim only)
     shared_noise: bool | None = None  # None: the checkpoint's: one x_T for every frame of a video
     seed: int = 0
     batch_videos: int = 1
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     lossless: bool = False
     save_frames: bool = False
     compare: bool = False
@@ -431,47 +432,38 @@ class _Sampling:
 
 
 def _make_sampling(model: Any, options: EnhanceOptions) -> _Sampling:
-    """The run's sampler from the checkpoint's settings and the command line's (checked here, before any work)."""
+    """The run's sampler: the checkpoint's settings with the command line's on top, checked before any work."""
     from facenhance_cli.diffusion.denoiser import make_denoiser
     from facenhance_cli.diffusion.samplers import get_sampler
     from facenhance_cli.diffusion.schedule import make_schedule
 
     config = model.config
-    schedule = make_schedule(config.diffusion)
-    name = options.sampler or config.sampling.sampler
-    sampler = get_sampler(name)
-    sampler_options = _sampler_options(name, config.sampling, options, schedule.num_timesteps)
-    shared_noise = config.sampling.shared_noise if options.shared_noise is None else options.shared_noise
-    autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
-    if options.precision == "fp16" and not options.device.startswith("cuda"):
-        raise UsageError("--precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
-    denoiser = make_denoiser(model.network, config, schedule, autocast)
-    return _Sampling(denoiser, sampler, schedule, sampler_options, shared_noise, config.conditioning)
-
-
-def _sampler_options(name: str, sampling: Any, options: EnhanceOptions, num_timesteps: int) -> dict[str, Any]:
-    """DDIM's steps, eta, strength and spacing: the command line's, else the checkpoint's; ddpm takes none."""
-    if name != "ddim":
-        if options.steps not in (None, num_timesteps):
-            raise UsageError(f"--sampler ddpm always runs all {num_timesteps} steps; use ddim for fewer")
+    T = config.diffusion.num_timesteps
+    if (options.sampler or config.sampling.sampler) == "ddpm":
+        if options.steps not in (None, T):
+            raise UsageError(f"--sampler ddpm always runs all {T} steps; use ddim for fewer")
         if options.eta is not None or options.strength is not None or options.spacing is not None:
             raise UsageError(
                 "--eta, --strength and --spacing apply to the ddim sampler only (ddpm is ancestral)"
             )
-        return {}
-    steps = sampling.steps if options.steps is None else options.steps
-    eta = sampling.eta if options.eta is None else options.eta
-    strength = sampling.strength if options.strength is None else options.strength
-    spacing = options.spacing or sampling.spacing
-    if not 1 <= steps <= num_timesteps:
-        raise UsageError(f"--steps must be in 1..{num_timesteps}")
-    if eta < 0:
-        raise UsageError("--eta must be >= 0")
-    if not 0 < strength <= 1:
-        raise UsageError("--strength must be in (0, 1]")
-    if spacing not in ("trailing", "karras"):
-        raise UsageError("--spacing must be trailing or karras")
-    return {"steps": steps, "eta": eta, "strength": strength, "spacing": spacing}
+    flags: dict[str, Any] = {"sampler": options.sampler, "steps": options.steps, "eta": options.eta}
+    flags.update(strength=options.strength, spacing=options.spacing, shared_noise=options.shared_noise)
+    sampling = config.with_overrides(
+        {f"sampling.{key}": value for key, value in flags.items()},
+        names={f"sampling.{key}": f"--{key.replace('_', '-')}" for key in flags},
+    ).sampling
+    if options.precision == "fp16" and not options.device.startswith("cuda"):
+        raise UsageError("--precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
+    autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
+    schedule = make_schedule(config.diffusion)
+    denoiser = make_denoiser(model.network, config, schedule, autocast)
+    sampler_options: dict[str, Any] = {}
+    if sampling.sampler == "ddim":
+        sampler_options = dict(
+            steps=sampling.steps, eta=sampling.eta, strength=sampling.strength, spacing=sampling.spacing
+        )
+    sampler = get_sampler(sampling.sampler)
+    return _Sampling(denoiser, sampler, schedule, sampler_options, sampling.shared_noise, config.conditioning)
 
 
 def _step(active: list[_Video], sampling: _Sampling, run: _Run) -> list[_Video]:

@@ -31,26 +31,34 @@ def is_complete(clip_dir: Path) -> bool:
     return (clip_dir / META).is_file()
 
 
+def _read_selection(
+    path: Path, options: PrepareOptions, n_total: int
+) -> tuple[int, int, list[int], dict[int, np.ndarray], int]:
+    """Segment (start, end), the indices resampled in it, the frames decoded at them, frames decoded."""
+    from facenhance_cli.video import read_frames_at
+
+    start, end = parse_segment(options.segment, n_total)
+    indices = resample_indices(start, end, options.frames)
+    frames, n_decoded = read_frames_at(path, indices)
+    return start, end, indices, frames, n_decoded
+
+
 def _load_frames(source: ClipSource, options: PrepareOptions) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The N selected frames and where they came from (segment, indices, fps)."""
-    from facenhance_cli.video import count_frames, probe_video, read_frames_at
+    from facenhance_cli.video import count_frames, probe_video
 
     info = probe_video(source.path)
     n_total = info.n_frames or count_frames(source.path)
     if n_total <= 0:
         raise InputError("the clip has no frames")
-    start, end = parse_segment(options.segment, n_total)
-    indices = resample_indices(start, end, options.frames)
-    frames, n_decoded = read_frames_at(source.path, indices)
+    start, end, indices, frames, n_decoded = _read_selection(source.path, options, n_total)
     if len(frames) < len(set(indices)):
         # The container promised more frames than decode gave (truncated or miscounted): re-select
         # over what is really there.
         n_total = n_decoded
         if n_total <= 0:
             raise InputError("the clip has no decodable frames")
-        start, end = parse_segment(options.segment, n_total)
-        indices = resample_indices(start, end, options.frames)
-        frames, _ = read_frames_at(source.path, indices)
+        start, end, indices, frames, _ = _read_selection(source.path, options, n_total)
         if len(frames) < len(set(indices)):
             raise InputError("frames could not be decoded")
     shapes = {f.shape for f in frames.values()}

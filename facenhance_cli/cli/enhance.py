@@ -179,7 +179,7 @@ def enhance(
         plan_jobs,
         take_shard,
     )
-    from facenhance_cli.errors import FacenhanceError, UsageError
+    from facenhance_cli.errors import UsageError
     from facenhance_cli.weights import find_model
 
     if batch_videos is not None and batch_videos < 1:
@@ -215,12 +215,18 @@ def enhance(
     )
     show_progress = is_terminal() and not quiet
     results, notes = _run(jobs, loaded, options, show_progress)
+    _print_results(results, notes, len(jobs), output, talk=(verbose or is_terminal()) and not quiet)
+
+
+def _print_results(results, notes: list[str], n_jobs: int, output: Path | None, talk: bool) -> None:
+    """Notes (when talking), every warning and error, skips, then the summary line; exit 1 on failures."""
+    from facenhance_cli.errors import FacenhanceError
+
     done = [r for r in results if r.status == "done"]
     skipped = [r for r in results if r.status == "skipped"]
     failed = [r for r in results if r.status == "failed"]
     n_warnings = sum(len(r.warnings) for r in results)
-    talk = (verbose or is_terminal()) and not quiet
-    one = len(jobs) == 1
+    one = n_jobs == 1
     if talk:
         for note in notes:
             typer.echo(f"note: {note}", err=True)
@@ -249,7 +255,7 @@ def enhance(
     if failed:
         if one:
             raise typer.Exit(1)
-        raise FacenhanceError(f"{len(failed)} of {len(jobs)} videos failed")
+        raise FacenhanceError(f"{len(failed)} of {n_jobs} videos failed")
 
 
 def _run(jobs, loaded, options, show_progress: bool):

@@ -199,18 +199,9 @@ def evaluate(
 
     from facenhance_cli import evaluation as ev
     from facenhance_cli.cli.common import resolve_device
-    from facenhance_cli.errors import UsageError
+    from facenhance_cli.errors import FacenhanceError, UsageError
 
-    if pairs_csv is not None:
-        if gen or gt or identity or low:
-            raise UsageError("--pairs replaces GEN, --gt, --identity and --low: give one or the other")
-        pairs, pair_warnings = ev.read_pairs_csv(pairs_csv), list[str]()
-    else:
-        if not gen:
-            raise UsageError("give generated videos (GEN...) and --gt, or --pairs FILE.csv")
-        if not gt:
-            raise UsageError("--gt is required: the ground-truth videos or prepare output folder")
-        pairs, pair_warnings = ev.find_pairs(gen, gt, identity, low)
+    pairs, pair_warnings = _pairs(gen, gt, identity, low, pairs_csv)
     if fvd_frames < 1 or batch_size < 1 or sheet_videos < 1 or sheet_frames < 1:
         raise UsageError("--fvd-frames, --batch-size, --sheet-videos and --sheet-frames must be positive")
     _refuse_reports_over_inputs(pairs, pairs_csv, json_out, csv_out, sheet)
@@ -226,36 +217,58 @@ def evaluate(
         sheet_frames=sheet_frames,
     )
     ev.check_pairs(pairs)
-
-    # With --json -, stdout carries only the JSON: everything for people goes to stderr.
-    console = Console(stderr=json_out == "-", width=None if is_terminal() else 160)
     err = Console(stderr=True)
-    show_progress = is_terminal() and not quiet
-    if show_progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("evaluating", total=len(pairs))
-
-            def progress(i: int, n: int, name: str) -> None:
-                bar.update(task, completed=i, description=f"evaluating {name}")
-
-            result = ev.evaluate(pairs, options, progress)
-    else:
-        result = ev.evaluate(pairs, options)
-
+    result = _evaluate_with_progress(pairs, options, err if is_terminal() and not quiet else None)
     warnings = result.report["warnings"] = [*pair_warnings, *result.warnings]
     for line in [*(f"note: {n}" for n in result.notes), *(f"warning: {w}" for w in warnings)]:
         err.print(line, markup=False, highlight=False, soft_wrap=True)
     if not quiet:
+        # With --json -, stdout carries only the JSON: everything for people goes to stderr.
+        console = Console(stderr=json_out == "-", width=None if is_terminal() else 160)
         console.print(render_table(result.report))
+    _write_reports(result, json_out, csv_out, sheet, None if quiet else err)
+    if strict and warnings:
+        raise FacenhanceError(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''} (--strict)")
+
+
+def _pairs(gen, gt, identity, low, pairs_csv) -> tuple[list[Any], list[str]]:
+    """The pairs to score from --pairs, or from GEN, --gt, --identity and --low; and pairing warnings."""
+    from facenhance_cli import evaluation as ev
+    from facenhance_cli.errors import UsageError
+
+    if pairs_csv is not None:
+        if gen or gt or identity or low:
+            raise UsageError("--pairs replaces GEN, --gt, --identity and --low: give one or the other")
+        return ev.read_pairs_csv(pairs_csv), []
+    if not gen:
+        raise UsageError("give generated videos (GEN...) and --gt, or --pairs FILE.csv")
+    if not gt:
+        raise UsageError("--gt is required: the ground-truth videos or prepare output folder")
+    return ev.find_pairs(gen, gt, identity, low)
+
+
+def _evaluate_with_progress(pairs, options, err) -> Any:
+    """evaluate(), with a progress bar on `err` (a rich Console) unless it is None."""
+    from facenhance_cli import evaluation as ev
+
+    if err is None:
+        return ev.evaluate(pairs, options)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("evaluating", total=len(pairs))
+
+        def progress(i: int, n: int, name: str) -> None:
+            bar.update(task, completed=i, description=f"evaluating {name}")
+
+        return ev.evaluate(pairs, options, progress)
+
+
+def _write_reports(result, json_out: str | None, csv_out: Path | None, sheet: Path | None, err) -> None:
+    """--json (FILE, or stdout with '-'), --csv and --sheet; each file written is named on `err` unless None."""
+    from facenhance_cli import evaluation as ev
+
     if json_out == "-":
         typer.echo(ev.report_json_text(result.report), nl=False)
     elif json_out:
@@ -264,14 +277,6 @@ def evaluate(
         ev.write_report_csv(csv_out, result.report)
     if sheet:
         ev.write_contact_sheet(sheet, result)
-    for what, path in (
-        ("JSON", json_out if json_out != "-" else None),
-        ("CSV", csv_out),
-        ("sheet", sheet),
-    ):
-        if path and not quiet:
+    for what, path in (("JSON", json_out if json_out != "-" else None), ("CSV", csv_out), ("sheet", sheet)):
+        if path and err is not None:
             err.print(f"wrote {what}: {path}", markup=False, highlight=False)
-    if strict and warnings:
-        from facenhance_cli.errors import FacenhanceError
-
-        raise FacenhanceError(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''} (--strict)")

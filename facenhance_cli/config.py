@@ -185,69 +185,73 @@ class FacenhanceConfig:
     def validate(self) -> FacenhanceConfig:
         """Check every choice and range, and the cross-field constraints; return self."""
         _check_choices(self)
-        u, d = self.unet, self.diffusion
-        n_levels = len(u.channel_mult)
-        if u.image_size % (2 ** (n_levels - 1)):
-            raise UsageError(f"unet.image_size {u.image_size} must be divisible by 2^{n_levels - 1}")
-        if any(not 0 <= lvl < n_levels for lvl in u.attention_levels):
-            raise UsageError(f"unet.attention_levels {u.attention_levels} outside 0..{n_levels - 1}")
-        for mult in u.channel_mult:
-            if (u.base_channels * mult) % u.groups:
-                raise UsageError("unet.base_channels * each multiplier must be divisible by unet.groups")
-        if u.use_expression_encoder and not u.attention_levels:
-            raise UsageError("the expression encoder needs at least one attention level to join")
-        if u.identity_skip and not (u.use_identity and d.prediction == "x0"):
-            raise UsageError("unet.identity_skip needs unet.use_identity and diffusion.prediction = 'x0'")
-        if d.preconditioning == "edm" and not (d.prediction == "x0" and d.loss == "x0" and d.sigma_data > 0):
-            raise UsageError(
-                "diffusion.preconditioning = 'edm' needs prediction = loss = 'x0' and sigma_data > 0"
-            )
-        if u.use_edit_mask and not (u.use_pasted_frame and d.preconditioning == "edm"):
-            raise UsageError(
-                "unet.use_edit_mask needs unet.use_pasted_frame and diffusion.preconditioning = 'edm'"
-            )
-        if not 1 <= self.sampling.steps <= d.num_timesteps:
-            raise UsageError(f"sampling.steps must be in 1..{d.num_timesteps}")
-        for level in u.attention_levels:
-            channels = u.base_channels * u.channel_mult[level]
-            if u.head_channels <= 0 or channels % u.head_channels:
-                raise UsageError(
-                    f"unet.head_channels {u.head_channels} must divide the {channels} channels of level {level}"
-                )
-        if u.base_channels % 2:
-            raise UsageError("unet.base_channels must be even (sinusoidal timestep embedding)")
-        if not self.encoder.channels or any(c <= 0 for c in self.encoder.channels):
-            raise UsageError("encoder.channels must be a non-empty list of positive numbers")
-        if any(c % min(u.groups, c) for c in self.encoder.channels):
-            raise UsageError(
-                f"each of encoder.channels must be divisible by unet.groups ({u.groups}) or smaller"
-            )
-        t = self.training
-        for key in (
-            "batch_size",
-            "max_steps",
-            "checkpoint_every",
-            "validate_every",
-            "sample_every",
-            "log_every",
-        ):
-            if getattr(t, key) < 1:
-                raise UsageError(f"training.{key} must be at least 1")
-        if t.seed < 0:
-            raise UsageError("training.seed must be >= 0")
-        if not 0 <= t.color_jitter < 1:
-            raise UsageError("training.color_jitter must be in [0, 1)")
-        if t.lr <= 0 or not 0 <= t.ema_decay < 1:
-            raise UsageError("training.lr must be > 0 and training.ema_decay in [0, 1)")
-        if d.num_timesteps < 1 or not 0 < d.beta_start < d.beta_end < 1:
-            raise UsageError("diffusion needs num_timesteps >= 1 and 0 < beta_start < beta_end < 1")
-        if not 0 < self.sampling.strength <= 1:
-            raise UsageError("sampling.strength must be in (0, 1]")
-        if self.sampling.eta < 0:
-            raise UsageError("sampling.eta must be >= 0")
-        if self.conditioning.prev_noise_std < 0:
-            raise UsageError("conditioning.prev_noise_std must be >= 0")
+        _check_network(self.unet, self.encoder, self.diffusion)
+        _check_schedule_and_sampling(self.diffusion, self.sampling, self.conditioning)
+        _check_training(self.training)
         return self
+
+
+def _check_network(u: UNetConfig, encoder: EncoderConfig, d: DiffusionConfig) -> None:
+    """The UNet's and encoder's shapes fit together, and the switches that need each other are on."""
+    n_levels = len(u.channel_mult)
+    if u.image_size % (2 ** (n_levels - 1)):
+        raise UsageError(f"unet.image_size {u.image_size} must be divisible by 2^{n_levels - 1}")
+    if any(not 0 <= lvl < n_levels for lvl in u.attention_levels):
+        raise UsageError(f"unet.attention_levels {u.attention_levels} outside 0..{n_levels - 1}")
+    for mult in u.channel_mult:
+        if (u.base_channels * mult) % u.groups:
+            raise UsageError("unet.base_channels * each multiplier must be divisible by unet.groups")
+    if u.use_expression_encoder and not u.attention_levels:
+        raise UsageError("the expression encoder needs at least one attention level to join")
+    if u.identity_skip and not (u.use_identity and d.prediction == "x0"):
+        raise UsageError("unet.identity_skip needs unet.use_identity and diffusion.prediction = 'x0'")
+    if u.use_edit_mask and not (u.use_pasted_frame and d.preconditioning == "edm"):
+        raise UsageError(
+            "unet.use_edit_mask needs unet.use_pasted_frame and diffusion.preconditioning = 'edm'"
+        )
+    for level in u.attention_levels:
+        channels = u.base_channels * u.channel_mult[level]
+        if u.head_channels <= 0 or channels % u.head_channels:
+            raise UsageError(
+                f"unet.head_channels {u.head_channels} must divide the {channels} channels of level {level}"
+            )
+    if u.base_channels % 2:
+        raise UsageError("unet.base_channels must be even (sinusoidal timestep embedding)")
+    if not encoder.channels or any(c <= 0 for c in encoder.channels):
+        raise UsageError("encoder.channels must be a non-empty list of positive numbers")
+    if any(c % min(u.groups, c) for c in encoder.channels):
+        raise UsageError(f"each of encoder.channels must be divisible by unet.groups ({u.groups}) or smaller")
+
+
+def _check_schedule_and_sampling(d: DiffusionConfig, s: SamplingConfig, c: ConditioningConfig) -> None:
+    """The schedule's and the sampler's numbers are in range."""
+    if d.preconditioning == "edm" and not (d.prediction == "x0" and d.loss == "x0" and d.sigma_data > 0):
+        raise UsageError(
+            "diffusion.preconditioning = 'edm' needs prediction = loss = 'x0' and sigma_data > 0"
+        )
+    if d.num_timesteps < 1 or not 0 < d.beta_start < d.beta_end < 1:
+        raise UsageError("diffusion needs num_timesteps >= 1 and 0 < beta_start < beta_end < 1")
+    if not 1 <= s.steps <= d.num_timesteps:
+        raise UsageError(f"sampling.steps must be in 1..{d.num_timesteps}")
+    if not 0 < s.strength <= 1:
+        raise UsageError("sampling.strength must be in (0, 1]")
+    if s.eta < 0:
+        raise UsageError("sampling.eta must be >= 0")
+    if c.prev_noise_std < 0:
+        raise UsageError("conditioning.prev_noise_std must be >= 0")
+
+
+def _check_training(t: TrainingConfig) -> None:
+    """Counts at least 1, rates and decays in range."""
+    for key in ("batch_size", "max_steps", "checkpoint_every", "validate_every", "sample_every", "log_every"):
+        if getattr(t, key) < 1:
+            raise UsageError(f"training.{key} must be at least 1")
+    if t.seed < 0:
+        raise UsageError("training.seed must be >= 0")
+    if not 0 <= t.color_jitter < 1:
+        raise UsageError("training.color_jitter must be in [0, 1)")
+    if t.lr <= 0 or not 0 <= t.ema_decay < 1:
+        raise UsageError("training.lr must be > 0 and training.ema_decay in [0, 1)")
 
 
 def _check_choices(config: FacenhanceConfig) -> None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from facenhance_cli.errors import MissingWeightsError, UsageError
 
-LANDMARK_BACKENDS = ("auto", "dlib", "face-alignment")
-DETECTORS = ("auto", "dlib", "blazeface")
+LandmarkBackend = Literal["auto", "dlib", "face-alignment"]
+DetectorName = Literal["auto", "dlib", "blazeface"]
+LANDMARK_BACKENDS: tuple[str, ...] = get_args(LandmarkBackend)
+DETECTORS: tuple[str, ...] = get_args(DetectorName)
 
 # dlib's 68-point predictor was trained on dlib HOG boxes; boxes from other detectors are mapped to
 # that convention (side, centre offsets as fractions of the source box side), measured on 34 frames of

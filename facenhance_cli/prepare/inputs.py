@@ -9,13 +9,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from facenhance_cli.errors import InputError, UsageError
 
 SEGMENTS_HELP = "first-half | all | START:END (frame indices, END exclusive, either may be empty)"
-LAYOUTS = ("auto", "mug", "flat")
+Layout = Literal["auto", "mug", "flat"]
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 MUG_EXPRESSIONS = {"anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"}
 # Expression words found in file names -> one label per expression (MUG's spelling, plus contempt).
 EXPRESSION_WORDS = {

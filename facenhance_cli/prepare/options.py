@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from facenhance_cli.faces.detection import DetectorName, LandmarkBackend
+    from facenhance_cli.prepare.inputs import Layout
 
 MANIFEST = "manifest.jsonl"
 SPLIT_FILE = "split.json"
@@ -21,13 +25,13 @@ class PrepareOptions:
     segment: str = "first-half"  # neutral -> apex half of MUG-like clips (paper Sec. 5.1)
     size: int = 192  # high frames
     low_size: int = 64  # low frames (aligned face on black)
-    layout: str = "auto"
+    layout: Layout = "auto"
     split: float = 0.75  # train fraction of subjects
     seed: int = 0
     split_file: str | None = None
     workers: int = 1
-    landmarks: str = "auto"
-    detector: str = "auto"
+    landmarks: LandmarkBackend = "auto"
+    detector: DetectorName = "auto"
     device: str = "cpu"
     weights_dir: str | None = None
     subject_regex: str | None = None

@@ -14,9 +14,10 @@ import time
 
 import torch
 
+from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import load_preset
 from facenhance_cli.diffusion.denoiser import make_denoiser
-from facenhance_cli.diffusion.recurrent import PrevNoise, generate_video
+from facenhance_cli.diffusion.recurrent import generate_video
 from facenhance_cli.diffusion.samplers import ddim
 from facenhance_cli.diffusion.schedule import make_schedule
 from facenhance_cli.nn.unet import build_network
@@ -44,24 +45,18 @@ def main() -> None:
         size = config.unet.image_size
         net = build_network(config).eval().to(args.device)
         schedule = make_schedule(config.diffusion)
-        denoiser = make_denoiser(net, schedule, config.diffusion.prediction, autocast_dtype=dtype)
+        denoiser = make_denoiser(net, config, schedule, autocast_dtype=dtype)
         b = args.batch_videos
         identity = torch.rand(b, 3, size, size, device=args.device) * 2 - 1
         per_call = []
         for steps in (int(s) for s in args.steps.split(",")):
             lows = [torch.rand(b, 3, 64, 64, device=args.device) * 2 - 1 for _ in range(args.measure_frames)]
-            pasted = [identity] * args.measure_frames if config.unet.use_pasted_frame else None
+            pasted = identity if config.unet.use_pasted_frame else None
+            mask = torch.ones(b, 1, size, size, device=args.device) if config.unet.use_edit_mask else None
+            conds = [Conditioning(identity, low, pasted_frame=pasted, edit_mask=mask) for low in lows]
             with torch.no_grad():
                 frames = generate_video(
-                    denoiser,
-                    ddim,
-                    schedule,
-                    lows,
-                    identity,
-                    list(range(b)),
-                    PrevNoise(1.0),
-                    {"steps": steps},
-                    pasted_frames=pasted,
+                    denoiser, ddim, schedule, conds, list(range(b)), config.conditioning, {"steps": steps}
                 )
                 next(frames)  # warm-up frame, not timed
                 if args.device.startswith("cuda"):

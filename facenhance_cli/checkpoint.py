@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from facenhance_cli.config import FacenhanceConfig
-from facenhance_cli.errors import CheckpointError, UsageError
+from facenhance_cli.errors import CheckpointError, UsageError, first_line
 from facenhance_cli.fileio import atomic_path, write_error_message
 
 FORMAT_NAME = "facenhance-checkpoint"
@@ -157,7 +157,7 @@ def load_for_inference(path: str | os.PathLike[str], device: str | torch.device 
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
+        first = first_line(exc)
         raise CheckpointError(f"{path}: weights do not match the stored config ({first[:160]})") from None
     network.eval().requires_grad_(False).to(device)
     # channels_last: 1.2x faster convolutions on this project's CPU (oneDNN) and on tensor cores.
@@ -212,6 +212,7 @@ def export_for_inference(
     payload = read_checkpoint(source)
     config = checkpoint_config(payload, source)
     if sampling:
-        config = config.replace(**{f"sampling.{k}": v for k, v in sampling.items()}).validate()
+        overrides = {f"sampling.{key}": value for key, value in sampling.items()}
+        config = config.with_overrides(overrides, names={key: f"--{key[9:]}" for key in overrides})
     merged = {**payload.get("meta", {}), **(meta or {})}
     return save_checkpoint(target, config, payload["ema"], merged, half=half)

@@ -10,11 +10,21 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomllib
 
 from facenhance_cli.errors import UsageError
+
+# The string options, each spelled once: the dataclasses below, validate() and the CLI's choices use these.
+BetaSchedule = Literal["linear", "cosine"]
+Prediction = Literal["eps", "x0", "v", "xprev"]  # what the network outputs (xprev: the paper's raw x_{t-1})
+Loss = Literal["xprev", "eps", "v", "x0"]
+Preconditioning = Literal["none", "edm"]
+SamplerName = Literal["ddim", "ddpm"]
+Spacing = Literal["trailing", "karras"]
+Optimizer = Literal["adam", "adamw"]
+Precision = Literal["fp32", "bf16", "fp16"]  # bf16 autocast runs on the CPU too; fp16 needs CUDA
 
 
 @dataclass(frozen=True)
@@ -70,16 +80,16 @@ class DiffusionConfig:
     """Noise schedule and parameterization (Algorithm 1; METHOD.md "A useful identity")."""
 
     num_timesteps: int = 1000  # T
-    beta_schedule: str = "linear"  # linear | cosine
+    beta_schedule: BetaSchedule = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    prediction: str = "eps"  # what the network outputs: eps | x0 | v | xprev (the paper's raw x_{t-1})
-    loss: str = "xprev"  # xprev (paper, Algorithm 1) | eps | v | x0
+    prediction: Prediction = "eps"  # what the network outputs
+    loss: Loss = "xprev"  # xprev: the paper's, Algorithm 1
     clip_x0: bool = True  # clamp predicted x0 to [-1, 1] while sampling
     # none: the network output is the prediction (plus the base with unet.identity_skip). edm: Karras et
     # al. 2022 (Table 1) in VP form: x0 = base + m (c_skip (x_t / sqrt(abar_t) - base) + c_out F(c_in ...)),
     # m the edit mask (1 without one); needs prediction = loss = x0 and weights the loss by 1 / c_out^2.
-    preconditioning: str = "none"
+    preconditioning: Preconditioning = "none"
     sigma_data: float = 0.5  # edm: std of the data the network edits (x0 - base inside the mask)
 
 
@@ -95,11 +105,11 @@ class ConditioningConfig:
 class SamplingConfig:
     """Defaults `enhance` uses for a model trained with this config (overridable on the command line)."""
 
-    sampler: str = "ddim"  # ddim | ddpm
+    sampler: SamplerName = "ddim"
     steps: int = 25  # ddim steps; steps = T with eta = 0 is the paper's own sampler (Algorithms 2-3)
     eta: float = 0.0
     strength: float = 1.0  # ddim: < 1 starts from the noised pasted frame at strength * T (SDEdit)
-    spacing: str = "trailing"  # ddim timesteps: trailing (even in t) | karras (denser at low noise)
+    spacing: Spacing = "trailing"  # ddim timesteps: trailing (even in t) | karras (denser at low noise)
     # True: every frame of a video starts from the same x_T, so deterministic sampling changes a frame
     # only as much as its conditioning changes (no frame-to-frame flicker of sampled detail).
     shared_noise: bool = False
@@ -109,7 +119,7 @@ class SamplingConfig:
 class TrainingConfig:
     """Optimisation (Sec. 5.2: Adam, lr 2e-5, batch 4, EMA 0.9999)."""
 
-    optimizer: str = "adam"  # adam | adamw
+    optimizer: Optimizer = "adam"
     lr: float = 2e-5
     weight_decay: float = 0.0
     batch_size: int = 4
@@ -158,83 +168,110 @@ class FacenhanceConfig:
             _set_dotted(data, key, value)
         return FacenhanceConfig.from_dict(data)
 
+    def with_overrides(
+        self, overrides: dict[str, Any], names: dict[str, str] | None = None
+    ) -> FacenhanceConfig:
+        """A validated copy with the dotted-key overrides that are not None (None: not given, keep ours).
+
+        `names` maps keys to what the user typed (e.g. "sampling.steps" -> "--steps") for the message of
+        a value validate() refuses.
+        """
+        given = {key: value for key, value in overrides.items() if value is not None}
+        try:
+            return self.replace(**given).validate()
+        except UsageError as exc:
+            message = str(exc)
+            for key, name in (names or {}).items():
+                message = message.replace(key, name)
+            raise UsageError(message) from None
+
     def validate(self) -> FacenhanceConfig:
-        """Check cross-field constraints; return self."""
-        u, d = self.unet, self.diffusion
-        n_levels = len(u.channel_mult)
-        if u.image_size % (2 ** (n_levels - 1)):
-            raise UsageError(f"unet.image_size {u.image_size} must be divisible by 2^{n_levels - 1}")
-        if any(not 0 <= lvl < n_levels for lvl in u.attention_levels):
-            raise UsageError(f"unet.attention_levels {u.attention_levels} outside 0..{n_levels - 1}")
-        for mult in u.channel_mult:
-            if (u.base_channels * mult) % u.groups:
-                raise UsageError("unet.base_channels * each multiplier must be divisible by unet.groups")
-        if u.use_expression_encoder and not u.attention_levels:
-            raise UsageError("the expression encoder needs at least one attention level to join")
-        if u.identity_skip and not (u.use_identity and d.prediction == "x0"):
-            raise UsageError("unet.identity_skip needs unet.use_identity and diffusion.prediction = 'x0'")
-        if d.preconditioning not in {"none", "edm"}:
-            raise UsageError(f"unknown diffusion.preconditioning {d.preconditioning!r}: none or edm")
-        if d.preconditioning == "edm" and not (d.prediction == "x0" and d.loss == "x0" and d.sigma_data > 0):
-            raise UsageError(
-                "diffusion.preconditioning = 'edm' needs prediction = loss = 'x0' and sigma_data > 0"
-            )
-        if u.use_edit_mask and not (u.use_pasted_frame and d.preconditioning == "edm"):
-            raise UsageError(
-                "unet.use_edit_mask needs unet.use_pasted_frame and diffusion.preconditioning = 'edm'"
-            )
-        if d.prediction not in {"eps", "x0", "v", "xprev"}:
-            raise UsageError(f"unknown diffusion.prediction {d.prediction!r}: eps, x0, v or xprev")
-        if d.loss not in {"xprev", "eps", "v", "x0"}:
-            raise UsageError(f"unknown diffusion.loss {d.loss!r}: xprev, eps, v or x0")
-        if d.beta_schedule not in {"linear", "cosine"}:
-            raise UsageError(f"unknown diffusion.beta_schedule {d.beta_schedule!r}: linear or cosine")
-        if self.sampling.sampler not in {"ddim", "ddpm"}:
-            raise UsageError(f"unknown sampling.sampler {self.sampling.sampler!r}: ddim or ddpm")
-        if self.sampling.spacing not in {"trailing", "karras"}:
-            raise UsageError(f"unknown sampling.spacing {self.sampling.spacing!r}: trailing or karras")
-        if not 1 <= self.sampling.steps <= d.num_timesteps:
-            raise UsageError(f"sampling.steps must be in 1..{d.num_timesteps}")
-        if self.training.optimizer not in {"adam", "adamw"}:
-            raise UsageError(f"unknown training.optimizer {self.training.optimizer!r}: adam or adamw")
-        for level in u.attention_levels:
-            channels = u.base_channels * u.channel_mult[level]
-            if u.head_channels <= 0 or channels % u.head_channels:
-                raise UsageError(
-                    f"unet.head_channels {u.head_channels} must divide the {channels} channels of level {level}"
-                )
-        if u.base_channels % 2:
-            raise UsageError("unet.base_channels must be even (sinusoidal timestep embedding)")
-        if not self.encoder.channels or any(c <= 0 for c in self.encoder.channels):
-            raise UsageError("encoder.channels must be a non-empty list of positive numbers")
-        if any(c % min(u.groups, c) for c in self.encoder.channels):
-            raise UsageError(
-                f"each of encoder.channels must be divisible by unet.groups ({u.groups}) or smaller"
-            )
-        t = self.training
-        for key in (
-            "batch_size",
-            "max_steps",
-            "checkpoint_every",
-            "validate_every",
-            "sample_every",
-            "log_every",
-        ):
-            if getattr(t, key) < 1:
-                raise UsageError(f"training.{key} must be at least 1")
-        if t.seed < 0:
-            raise UsageError("training.seed must be >= 0")
-        if not 0 <= t.color_jitter < 1:
-            raise UsageError("training.color_jitter must be in [0, 1)")
-        if t.lr <= 0 or not 0 <= t.ema_decay < 1:
-            raise UsageError("training.lr must be > 0 and training.ema_decay in [0, 1)")
-        if d.num_timesteps < 1 or not 0 < d.beta_start < d.beta_end < 1:
-            raise UsageError("diffusion needs num_timesteps >= 1 and 0 < beta_start < beta_end < 1")
-        if not 0 < self.sampling.strength <= 1:
-            raise UsageError("sampling.strength must be in (0, 1]")
-        if self.sampling.eta < 0 or self.conditioning.prev_noise_std < 0:
-            raise UsageError("sampling.eta and conditioning.prev_noise_std must be >= 0")
+        """Check every choice and range, and the cross-field constraints; return self."""
+        _check_choices(self)
+        _check_network(self.unet, self.encoder, self.diffusion)
+        _check_schedule_and_sampling(self.diffusion, self.sampling, self.conditioning)
+        _check_training(self.training)
         return self
+
+
+def _check_network(u: UNetConfig, encoder: EncoderConfig, d: DiffusionConfig) -> None:
+    """The UNet's and encoder's shapes fit together, and the switches that need each other are on."""
+    n_levels = len(u.channel_mult)
+    if u.image_size % (2 ** (n_levels - 1)):
+        raise UsageError(f"unet.image_size {u.image_size} must be divisible by 2^{n_levels - 1}")
+    if any(not 0 <= lvl < n_levels for lvl in u.attention_levels):
+        raise UsageError(f"unet.attention_levels {u.attention_levels} outside 0..{n_levels - 1}")
+    for mult in u.channel_mult:
+        if (u.base_channels * mult) % u.groups:
+            raise UsageError("unet.base_channels * each multiplier must be divisible by unet.groups")
+    if u.use_expression_encoder and not u.attention_levels:
+        raise UsageError("the expression encoder needs at least one attention level to join")
+    if u.identity_skip and not (u.use_identity and d.prediction == "x0"):
+        raise UsageError("unet.identity_skip needs unet.use_identity and diffusion.prediction = 'x0'")
+    if u.use_edit_mask and not (u.use_pasted_frame and d.preconditioning == "edm"):
+        raise UsageError(
+            "unet.use_edit_mask needs unet.use_pasted_frame and diffusion.preconditioning = 'edm'"
+        )
+    for level in u.attention_levels:
+        channels = u.base_channels * u.channel_mult[level]
+        if u.head_channels <= 0 or channels % u.head_channels:
+            raise UsageError(
+                f"unet.head_channels {u.head_channels} must divide the {channels} channels of level {level}"
+            )
+    if u.base_channels % 2:
+        raise UsageError("unet.base_channels must be even (sinusoidal timestep embedding)")
+    if not encoder.channels or any(c <= 0 for c in encoder.channels):
+        raise UsageError("encoder.channels must be a non-empty list of positive numbers")
+    if any(c % min(u.groups, c) for c in encoder.channels):
+        raise UsageError(f"each of encoder.channels must be divisible by unet.groups ({u.groups}) or smaller")
+
+
+def _check_schedule_and_sampling(d: DiffusionConfig, s: SamplingConfig, c: ConditioningConfig) -> None:
+    """The schedule's and the sampler's numbers are in range."""
+    if d.preconditioning == "edm" and not (d.prediction == "x0" and d.loss == "x0" and d.sigma_data > 0):
+        raise UsageError(
+            "diffusion.preconditioning = 'edm' needs prediction = loss = 'x0' and sigma_data > 0"
+        )
+    if d.num_timesteps < 1 or not 0 < d.beta_start < d.beta_end < 1:
+        raise UsageError("diffusion needs num_timesteps >= 1 and 0 < beta_start < beta_end < 1")
+    if not 1 <= s.steps <= d.num_timesteps:
+        raise UsageError(f"sampling.steps must be in 1..{d.num_timesteps}")
+    if not 0 < s.strength <= 1:
+        raise UsageError("sampling.strength must be in (0, 1]")
+    if s.eta < 0:
+        raise UsageError("sampling.eta must be >= 0")
+    if c.prev_noise_std < 0:
+        raise UsageError("conditioning.prev_noise_std must be >= 0")
+
+
+def _check_training(t: TrainingConfig) -> None:
+    """Counts at least 1, rates and decays in range."""
+    for key in ("batch_size", "max_steps", "checkpoint_every", "validate_every", "sample_every", "log_every"):
+        if getattr(t, key) < 1:
+            raise UsageError(f"training.{key} must be at least 1")
+    if t.seed < 0:
+        raise UsageError("training.seed must be >= 0")
+    if not 0 <= t.color_jitter < 1:
+        raise UsageError("training.color_jitter must be in [0, 1)")
+    if t.lr <= 0 or not 0 <= t.ema_decay < 1:
+        raise UsageError("training.lr must be > 0 and training.ema_decay in [0, 1)")
+
+
+def _check_choices(config: FacenhanceConfig) -> None:
+    """Every Literal-typed field holds one of its choices."""
+    for section in dataclasses.fields(config):
+        values = getattr(config, section.name)
+        if not dataclasses.is_dataclass(values):
+            continue
+        hints = typing.get_type_hints(type(values))
+        for item in dataclasses.fields(values):
+            choices = (
+                typing.get_args(hints[item.name]) if typing.get_origin(hints[item.name]) is Literal else ()
+            )
+            value = getattr(values, item.name)
+            if choices and value not in choices:
+                listed = ", ".join(choices[:-1]) + f" or {choices[-1]}"
+                raise UsageError(f"unknown {section.name}.{item.name} {value!r}: {listed}")
 
 
 def _to_plain(value: Any) -> Any:
@@ -284,7 +321,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UsageError(f"config key {key} must be a number, got {value!r}")
         return float(value)
-    if hint is str:
+    if hint is str or origin is Literal:  # a Literal's choices are checked by validate()
         if not isinstance(value, str):
             raise UsageError(f"config key {key} must be a string, got {value!r}")
         return value

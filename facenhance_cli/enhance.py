@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Iterator
+import shutil
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -17,7 +20,8 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from facenhance_cli.errors import FacenhanceError, InputError, UsageError
+from facenhance_cli.config import Precision, SamplerName, Spacing
+from facenhance_cli.errors import InputError, UsageError, one_line
 from facenhance_cli.fileio import temp_path_for
 
 VIDEO_OUT_SUFFIXES = {".mp4", ".mkv", ".mov"}  # containers that hold H.264 (and FFV1 for .mkv)
@@ -36,16 +40,16 @@ class EnhanceJob:
 class EnhanceOptions:
     """Sampling and output settings shared by every job of a run."""
 
-    sampler: str | None = None  # None: the checkpoint's recommended sampler
+    sampler: SamplerName | None = None  # None: the checkpoint's recommended sampler
     steps: int | None = None  # None: the checkpoint's recommended steps
     eta: float | None = None
     strength: float | None = None  # None: the checkpoint's (ddim only)
-    spacing: str | None = None  # None: the checkpoint's (ddim only): trailing | karras
+    spacing: Spacing | None = None  # None: the checkpoint's (ddim only)
     shared_noise: bool | None = None  # None: the checkpoint's: one x_T for every frame of a video
     seed: int = 0
     batch_videos: int = 1
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     lossless: bool = False
     save_frames: bool = False
     compare: bool = False
@@ -269,7 +273,7 @@ def load_identity(path: Path, size: int, weights_dir: Path | None = None) -> tup
 
 def low_frame_stream(
     path: Path, low_size: int, prepare_input: bool, weights_dir: Path | None = None
-) -> tuple[Iterator[np.ndarray], str | None]:
+) -> tuple[Generator[np.ndarray, None, None], str | None]:
     """Low frames at low_size x low_size: resized when needed, or run through prepare's alignment first."""
     import cv2
 
@@ -277,14 +281,13 @@ def low_frame_stream(
 
     info = probe_video(path)
     if prepare_input:
-        return iter(
-            prepared_low_frames(path, low_size, weights_dir)
-        ), f"{path.name}: faces aligned with prepare's low pipeline"
+        aligned = prepared_low_frames(path, low_size, weights_dir)
+        return (frame for frame in aligned), f"{path.name}: faces aligned with prepare's low pipeline"
     note = None
     if (info.width, info.height) != (low_size, low_size):
         note = f"{path.name}: {info.width}x{info.height} frames resized to {low_size}x{low_size}"
 
-    def frames() -> Iterator[np.ndarray]:
+    def frames() -> Generator[np.ndarray, None, None]:
         for frame in iter_frames(path):
             if frame.shape[:2] != (low_size, low_size):
                 frame = cv2.resize(frame, (low_size, low_size), interpolation=cv2.INTER_AREA)
@@ -358,22 +361,6 @@ def identity_warnings(path: Path, image: np.ndarray) -> list[str]:
 # -- the batched loop ------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Active:
-    job: EnhanceJob
-    frames: Iterator[np.ndarray]
-    writers: list[Any]
-    identity_uint8: np.ndarray
-    identity: torch.Tensor  # (1, 3, S, S)
-    prev: torch.Tensor  # (1, 3, S, S): the identity image for frame 0, then generated frame n-1
-    frames_dir: Path | None
-    n: int = 0
-    started: float = 0.0
-    next_low: np.ndarray | None = None
-    paste_matrix: np.ndarray | None = None  # low px -> identity px, for models that use the pasted frame
-    warnings: list[str] = field(default_factory=list)
-
-
 def default_batch_videos(device: str, gflop_per_call: float) -> int:
     """Videos per network call: 2 on CPU (little to gain beyond), from free memory on CUDA (max 32)."""
     if not device.startswith("cuda"):
@@ -391,225 +378,317 @@ def enhance_videos(
     options: EnhanceOptions,
     reporter: Reporter | None = None,
 ) -> list[JobResult]:
-    """Run Algorithm 3 over many videos, B at a time; returns one result per job (done, skipped or failed)."""
-    import time
+    """Run Algorithm 3 over many videos, B at a time; returns one result per job (done, skipped or failed).
 
-    from facenhance_cli.diffusion.denoiser import make_denoiser
-    from facenhance_cli.diffusion.recurrent import generate_frame
-    from facenhance_cli.diffusion.samplers import get_sampler
-    from facenhance_cli.diffusion.schedule import make_schedule
-    from facenhance_cli.video import VideoWriter, probe_video
-
-    reporter = reporter or Reporter()
-    config = model.config
-    size, low_size = config.unet.image_size, config.encoder.low_size
-    schedule = make_schedule(config.diffusion)
-    sampler_name = options.sampler or config.sampling.sampler
-    sampler = get_sampler(sampler_name)
-    sampler_options: dict[str, Any] = {}
-    if sampler_name == "ddim":
-        sampler_options["steps"] = config.sampling.steps if options.steps is None else options.steps
-        sampler_options["eta"] = config.sampling.eta if options.eta is None else options.eta
-        if not 1 <= sampler_options["steps"] <= schedule.num_timesteps:
-            raise UsageError(f"--steps must be in 1..{schedule.num_timesteps}")
-        if sampler_options["eta"] < 0:
-            raise UsageError("--eta must be >= 0")
-        sampler_options["strength"] = (
-            config.sampling.strength if options.strength is None else options.strength
-        )
-        if not 0 < sampler_options["strength"] <= 1:
-            raise UsageError("--strength must be in (0, 1]")
-        sampler_options["spacing"] = options.spacing or config.sampling.spacing
-        if sampler_options["spacing"] not in ("trailing", "karras"):
-            raise UsageError("--spacing must be trailing or karras")
-    elif options.steps not in (None, schedule.num_timesteps):
-        raise UsageError(f"--sampler ddpm always runs all {schedule.num_timesteps} steps; use ddim for fewer")
-    elif options.eta is not None or options.strength is not None or options.spacing is not None:
-        raise UsageError("--eta, --strength and --spacing apply to the ddim sampler only (ddpm is ancestral)")
-    shared_noise = config.sampling.shared_noise if options.shared_noise is None else options.shared_noise
-    autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
-    if options.precision == "fp16" and not options.device.startswith("cuda"):
-        raise UsageError("--precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
-    denoiser = make_denoiser(model.network, config, schedule, autocast)
-
-    results: list[JobResult] = []
-    pending = list(jobs)
-    active: list[_Active] = []
-    identity_cache: dict[Path, tuple[np.ndarray, str | None]] = {}
-
-    def finish(state: _Active, error: BaseException | None) -> None:
-        for writer in reversed(state.writers):
-            try:
-                if error is None:
-                    writer.__exit__(None, None, None)
-                else:
-                    writer.__exit__(type(error), error, error.__traceback__)
-            except Exception as exc:  # a failed close (trailer, disk full) fails this video only
-                error = error or exc
-        _close_frames_dir(state, error is None)
-        seconds = time.perf_counter() - state.started
-        if error is None:
-            result = JobResult(state.job, "done", state.n, seconds, warnings=state.warnings)
-        else:
-            result = JobResult(state.job, "failed", state.n, seconds, _one_line(error))
-        results.append(result)
-        if reporter.on_job_end:
-            reporter.on_job_end(result)
-
-    def start(job: EnhanceJob) -> _Active | None:
-        if job.output.exists() and not options.overwrite:
-            result = JobResult(job, "skipped", message="output exists (use --overwrite)")
-            results.append(result)
-            if reporter.on_job_end:
-                reporter.on_job_end(result)
-            return None
-        writers: list[Any] = []
-        try:
-            if job.identity not in identity_cache:
-                identity_cache[job.identity] = load_identity(job.identity, size, options.weights_dir)
-            identity_uint8, note = identity_cache[job.identity]
-            if note and note not in reporter.notes:
-                reporter.notes.append(note)
-            info = probe_video(job.low)
-            frames, note = low_frame_stream(job.low, low_size, options.prepare_input, options.weights_dir)
-            if note:
-                reporter.notes.append(note)
-            first = next(frames, None)
-            if first is None:
-                raise InputError(f"{job.low}: no frames")
-            job_warnings = identity_warnings(job.identity, identity_uint8)
-            job_warnings += low_video_warnings(job.low, info.n_frames, first, options.prepare_input)
-            paste_matrix = None
-            if config.unet.use_pasted_frame:
-                from facenhance_cli.pasting import MIN_SCORE, locate_low_face
-
-                paste_matrix, score = locate_low_face(identity_uint8, first)
-                if score < MIN_SCORE:
-                    job_warnings.append(
-                        f"{display_name(job.low)}: its first frame's face was not found in the identity image "
-                        f"(match {score:.2f}); is it the same person, cropped like `prepare` does?"
-                    )
-            if options.strict and job_warnings:
-                raise InputError(f"{job_warnings[0]} (--strict)")
-            writer = VideoWriter(
-                job.output,
-                info.fps,
-                lossless=options.lossless,
-                audio_from=job.low if info.has_audio else None,
-            )
-            writers.append(writer.__enter__())
-            if options.compare:
-                compare = VideoWriter(
-                    compare_path(job.output),
-                    info.fps,
-                    lossless=options.lossless,
-                )
-                writers.append(compare.__enter__())
-            frames_dir = None
-            if options.save_frames:  # written under a temporary name, renamed when the video is done
-                frames_dir = temp_path_for(frames_path(job.output))
-                frames_dir.mkdir(parents=True)
-            identity = to_model([identity_uint8], options.device)
-            state = _Active(
-                job,
-                frames,
-                writers,
-                identity_uint8,
-                identity,
-                identity,
-                frames_dir,
-                started=time.perf_counter(),
-                next_low=first,
-                paste_matrix=paste_matrix,
-                warnings=job_warnings,
-            )
-            if reporter.on_job_start:
-                reporter.on_job_start(job, info.n_frames)
-            return state
-        except Exception as exc:  # one bad video never stops the batch (PyAV raises ValueErrors too)
-            for writer in writers:
-                writer.__exit__(type(exc), exc, exc.__traceback__)
-            result = JobResult(job, "failed", message=_one_line(exc))
-            results.append(result)
-            if reporter.on_job_end:
-                reporter.on_job_end(result)
-            return None
-
+    Frame n of up to `batch_videos` videos goes through one sampler call. A video joins the batch when
+    another leaves it, so each row carries its own frame index; its noise depends on (seed, frame) only,
+    never on the other videos in the batch.
+    """
+    sampling = _make_sampling(model, options)
+    run = _Run(model.config, options, reporter or Reporter())
+    pending, active = list(jobs), list[_Video]()
     try:
         while pending or active:
             while pending and len(active) < options.batch_videos:
-                state = start(pending.pop(0))
-                if state is not None:
-                    active.append(state)
-            if not active:
-                continue
-            lows: list[np.ndarray] = []
-            for s in active:
-                assert s.next_low is not None  # states whose frames ran out were finished
-                lows.append(s.next_low)
-            cond = _conditioning(active, lows, config, options.device)
-            frame = generate_frame(
-                denoiser,
-                sampler,
-                schedule,
-                cond,
-                seeds=[options.seed] * len(active),
-                frame_indices=[s.n for s in active],
-                prev_noise=config.conditioning,
-                sampler_options=sampler_options,
-                on_step=reporter.on_step,
-                shared_noise=shared_noise,
-            )  # (B, 3, S, S)
-            from facenhance_cli.data import to_uint8
-
-            out_uint8 = to_uint8(frame)
-            still_active = []
-            for i, state in enumerate(active):
-                try:
-                    _write_outputs(state, out_uint8[i], lows[i], size)
-                    state.prev = frame[i : i + 1]
-                    state.n += 1
-                    state.next_low = next(state.frames, None)
-                except Exception as exc:  # e.g. a container that refuses the audio codec
-                    finish(state, exc)
-                    continue
-                if state.next_low is None:
-                    finish(state, None)
-                else:
-                    still_active.append(state)
-            if reporter.on_frame:
-                reporter.on_frame([s.job for s in active], len(active))
-            active = still_active
+                video = run.start(pending.pop(0))
+                if video is not None:
+                    active.append(video)
+            if active:
+                active = _step(active, sampling, run)
     except BaseException as exc:  # Ctrl-C or a crash: no partial outputs left behind
-        for state in active:
-            _close_frames_dir(state, success=False)
-            for writer in reversed(state.writers):
-                try:
-                    writer.__exit__(type(exc), exc, exc.__traceback__)
-                except BaseException:
-                    pass
+        for video in active:
+            video.abort(exc)
         raise
-    return results
+    return run.results
 
 
-def _conditioning(active: list[_Active], lows: list[np.ndarray], config: Any, device: str) -> Any:
+@dataclass(frozen=True)
+class _Sampling:
+    """What draws frame n of a batch of videos: denoiser, sampler, schedule and the sampler's options."""
+
+    denoiser: Any
+    sampler: Any
+    schedule: Any
+    sampler_options: dict[str, Any]
+    shared_noise: bool
+    prev_noise: Any  # ConditioningConfig
+
+    def frame(self, cond: Any, seed: int, frame_indices: list[int], on_step: Any) -> torch.Tensor:
+        """One step of Algorithm 3 for each row of `cond`: frame n (B, 3, S, S) in [-1, 1]."""
+        from facenhance_cli.diffusion import recurrent
+
+        return recurrent.generate_frame(
+            self.denoiser,
+            self.sampler,
+            self.schedule,
+            cond,
+            seeds=[seed] * len(frame_indices),
+            frame_indices=frame_indices,
+            prev_noise=self.prev_noise,
+            sampler_options=self.sampler_options,
+            on_step=on_step,
+            shared_noise=self.shared_noise,
+        )
+
+
+def _make_sampling(model: Any, options: EnhanceOptions) -> _Sampling:
+    """The run's sampler: the checkpoint's settings with the command line's on top, checked before any work."""
+    from facenhance_cli.diffusion.denoiser import make_denoiser
+    from facenhance_cli.diffusion.samplers import get_sampler
+    from facenhance_cli.diffusion.schedule import make_schedule
+
+    config = model.config
+    T = config.diffusion.num_timesteps
+    if (options.sampler or config.sampling.sampler) == "ddpm":
+        if options.steps not in (None, T):
+            raise UsageError(f"--sampler ddpm always runs all {T} steps; use ddim for fewer")
+        if options.eta is not None or options.strength is not None or options.spacing is not None:
+            raise UsageError(
+                "--eta, --strength and --spacing apply to the ddim sampler only (ddpm is ancestral)"
+            )
+    flags: dict[str, Any] = {"sampler": options.sampler, "steps": options.steps, "eta": options.eta}
+    flags.update(strength=options.strength, spacing=options.spacing, shared_noise=options.shared_noise)
+    sampling = config.with_overrides(
+        {f"sampling.{key}": value for key, value in flags.items()},
+        names={f"sampling.{key}": f"--{key.replace('_', '-')}" for key in flags},
+    ).sampling
+    if options.precision == "fp16" and not options.device.startswith("cuda"):
+        raise UsageError("--precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
+    autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
+    schedule = make_schedule(config.diffusion)
+    denoiser = make_denoiser(model.network, config, schedule, autocast)
+    sampler_options: dict[str, Any] = {}
+    if sampling.sampler == "ddim":
+        sampler_options = dict(
+            steps=sampling.steps, eta=sampling.eta, strength=sampling.strength, spacing=sampling.spacing
+        )
+    sampler = get_sampler(sampling.sampler)
+    return _Sampling(denoiser, sampler, schedule, sampler_options, sampling.shared_noise, config.conditioning)
+
+
+def _step(active: list[_Video], sampling: _Sampling, run: _Run) -> list[_Video]:
+    """Frame n of every active video in one sampler call; returns the videos that have frames left."""
+    from facenhance_cli.data import to_uint8
+
+    lows = [cast(np.ndarray, v.low) for v in active]  # videos whose frames ran out were finished
+    cond = _conditioning(active, lows, run.config, run.options.device)
+    frame = sampling.frame(cond, run.options.seed, [v.n for v in active], run.reporter.on_step)  # (B,3,S,S)
+    out_uint8 = to_uint8(frame)
+    still_active = []
+    for i, video in enumerate(active):
+        try:
+            video.advance(out_uint8[i], frame[i : i + 1])
+        except Exception as exc:  # e.g. a container that refuses the audio codec
+            run.report(video.close(exc))
+            continue
+        if video.low is None:
+            run.report(video.close(None))
+        else:
+            still_active.append(video)
+    if run.reporter.on_frame:
+        run.reporter.on_frame([v.job for v in active], len(active))
+    return still_active
+
+
+@dataclass
+class _Run:
+    """One enhance run's shared state: the model's config, the options, progress hooks, results so far."""
+
+    config: Any
+    options: EnhanceOptions
+    reporter: Reporter
+    results: list[JobResult] = field(default_factory=list)
+    identities: dict[Path, tuple[np.ndarray, str | None]] = field(default_factory=dict)
+
+    def report(self, result: JobResult) -> None:
+        """Record one job's result and tell the reporter."""
+        self.results.append(result)
+        if self.reporter.on_job_end:
+            self.reporter.on_job_end(result)
+
+    def start(self, job: EnhanceJob) -> _Video | None:
+        """Open a job for the batch, or report it skipped (output exists) or failed (a bad input)."""
+        if job.output.exists() and not self.options.overwrite:
+            self.report(JobResult(job, "skipped", message="output exists (use --overwrite)"))
+            return None
+        try:
+            video = _open_video(job, self)
+            if self.reporter.on_job_start:
+                self.reporter.on_job_start(job, video.n_frames)
+        except Exception as exc:  # one bad video never stops the batch (PyAV raises ValueErrors too)
+            self.report(JobResult(job, "failed", message=one_line(exc)))
+            return None
+        return video
+
+    def identity_image(self, path: Path) -> np.ndarray:
+        """The identity image at the model's size, loaded (and aligned, with a note) once per path."""
+        if path not in self.identities:
+            self.identities[path] = load_identity(path, self.config.unet.image_size, self.options.weights_dir)
+        image, note = self.identities[path]
+        if note and note not in self.reporter.notes:
+            self.reporter.notes.append(note)
+        return image
+
+
+@dataclass
+class _Video:
+    """One video in the batch; `stack` holds its low-frame reader and its writers (and frames folder)."""
+
+    job: EnhanceJob
+    stack: ExitStack
+    frames: Iterator[np.ndarray]
+    writers: list[Any]  # the output video, then the --compare video when asked for
+    frames_dir: Path | None  # --save-frames: the temporary PNG folder, renamed when the video is done
+    identity_uint8: np.ndarray  # (S, S, 3)
+    identity: torch.Tensor  # (1, 3, S, S)
+    prev: torch.Tensor  # (1, 3, S, S): the identity image for frame 0, then generated frame n-1
+    low: np.ndarray | None  # frame n's low frame; None once the video has no more
+    paste_matrix: np.ndarray | None  # low px -> identity px, for models that use the pasted frame
+    warnings: list[str]
+    n_frames: int  # from the container header (0 when unknown)
+    started: float = field(default_factory=time.perf_counter)
+    n: int = 0
+
+    def advance(self, frame_uint8: np.ndarray, frame: torch.Tensor) -> None:
+        """Write generated frame n (S, S, 3), keep it (1, 3, S, S) for frame n+1, read low frame n+1."""
+        from facenhance_cli.video import write_image
+
+        assert self.low is not None
+        self.writers[0].write(frame_uint8)
+        if len(self.writers) > 1:
+            import cv2
+
+            size = self.identity_uint8.shape[1::-1]
+            low_up = cv2.resize(self.low, size, interpolation=cv2.INTER_CUBIC)
+            self.writers[1].write(np.concatenate([low_up, frame_uint8, self.identity_uint8], axis=1))
+        if self.frames_dir is not None:
+            write_image(self.frames_dir / f"frame_{self.n:05d}.png", frame_uint8)
+        self.prev = frame
+        self.n += 1
+        self.low = next(self.frames, None)
+
+    def close(self, error: BaseException | None) -> JobResult:
+        """Close reader and writers (after `error`, deleting what they wrote) -> this video's result."""
+        try:
+            if error is None:
+                self.stack.close()
+            else:
+                self.stack.__exit__(type(error), error, error.__traceback__)
+        except Exception as exc:  # a failed close (trailer, disk full) fails this video only
+            error = error or exc
+        seconds = time.perf_counter() - self.started
+        if error is None:
+            return JobResult(self.job, "done", self.n, seconds, warnings=self.warnings)
+        return JobResult(self.job, "failed", self.n, seconds, one_line(error))
+
+    def abort(self, error: BaseException) -> None:
+        """Interrupted: delete every output of this video, whatever else goes wrong."""
+        try:
+            self.stack.__exit__(type(error), error, error.__traceback__)
+        except BaseException:
+            pass
+
+
+def _open_video(job: EnhanceJob, run: _Run) -> _Video:
+    """Check one job's inputs and open its reader and writers in one ExitStack (closed again on any error)."""
+    from facenhance_cli.video import VideoWriter, probe_video
+
+    options = run.options
+    with ExitStack() as stack:
+        identity_uint8 = run.identity_image(job.identity)
+        info = probe_video(job.low)
+        low_size = run.config.encoder.low_size
+        frames, note = low_frame_stream(job.low, low_size, options.prepare_input, options.weights_dir)
+        stack.callback(frames.close)
+        if note:
+            run.reporter.notes.append(note)
+        first = next(frames, None)
+        if first is None:
+            raise InputError(f"{job.low}: no frames")
+        warnings, paste_matrix = _input_warnings(job, info.n_frames, identity_uint8, first, run)
+        if options.strict and warnings:
+            raise InputError(f"{warnings[0]} (--strict)")
+        frames_dir = None
+        if options.save_frames:  # written under a temporary name, renamed when the video is done
+            frames_dir = temp_path_for(frames_path(job.output))
+            frames_dir.mkdir(parents=True)
+            stack.push(_frames_dir_exit(frames_dir, frames_path(job.output)))
+        audio_from = job.low if info.has_audio else None
+        writers = [stack.enter_context(VideoWriter(job.output, info.fps, options.lossless, audio_from))]
+        if options.compare:
+            compare = VideoWriter(compare_path(job.output), info.fps, lossless=options.lossless)
+            writers.append(stack.enter_context(compare))
+        identity = to_model([identity_uint8], options.device)
+        return _Video(
+            job,
+            stack.pop_all(),
+            frames,
+            writers,
+            frames_dir,
+            identity_uint8=identity_uint8,
+            identity=identity,
+            prev=identity,
+            low=first,
+            paste_matrix=paste_matrix,
+            warnings=warnings,
+            n_frames=info.n_frames,
+        )
+
+
+def _input_warnings(
+    job: EnhanceJob, n_frames: int, identity_uint8: np.ndarray, first: np.ndarray, run: _Run
+) -> tuple[list[str], np.ndarray | None]:
+    """The job's warnings, and for pasted-frame models where the first low frame's face sits in the identity."""
+    warnings = identity_warnings(job.identity, identity_uint8)
+    warnings += low_video_warnings(job.low, n_frames, first, run.options.prepare_input)
+    if not run.config.unet.use_pasted_frame:
+        return warnings, None
+    from facenhance_cli.pasting import MIN_SCORE, locate_low_face
+
+    paste_matrix, score = locate_low_face(identity_uint8, first)
+    if score < MIN_SCORE:
+        warnings.append(
+            f"{display_name(job.low)}: its first frame's face was not found in the identity image "
+            f"(match {score:.2f}); is it the same person, cropped like `prepare` does?"
+        )
+    return warnings, paste_matrix
+
+
+def _frames_dir_exit(tmp: Path, final: Path) -> Callable[..., bool]:
+    """An exit callback: rename the temporary PNG folder to `final` on success, delete it otherwise."""
+
+    def exit_(exc_type: Any, exc: Any, tb: Any) -> bool:
+        if not tmp.exists():
+            return False
+        if exc_type is None:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return False
+
+    return exit_
+
+
+def _conditioning(active: list[_Video], lows: list[np.ndarray], config: Any, device: str) -> Any:
     """Frame n's Conditioning for the active videos: low frames, identity, clean previous frames, and the
     pasted frame and edit mask for models that use them."""
     from facenhance_cli.conditioning import Conditioning
     from facenhance_cli.data import to_mask_tensor
 
     cond = Conditioning(
-        identity_image=torch.cat([s.identity for s in active]),  # (B, 3, S, S)
+        identity_image=torch.cat([v.identity for v in active]),  # (B, 3, S, S)
         low_frame=to_model(lows, device),  # (B, 3, 64, 64)
-        prev_frame=torch.cat([s.prev for s in active]),  # (B, 3, S, S)
+        prev_frame=torch.cat([v.prev for v in active]),  # (B, 3, S, S)
     )
     if not config.unet.use_pasted_frame:
         return cond
     from facenhance_cli.pasting import edit_mask, paste_low_face
 
-    matrices = [cast(np.ndarray, s.paste_matrix) for s in active]  # set in start() for these models
+    matrices = [cast(np.ndarray, v.paste_matrix) for v in active]  # set in _open_video for these models
     pasted = [
-        paste_low_face(s.identity_uint8, low, m) for s, low, m in zip(active, lows, matrices, strict=True)
+        paste_low_face(v.identity_uint8, low, m) for v, low, m in zip(active, lows, matrices, strict=True)
     ]
     cond = cond.replace(pasted_frame=to_model(pasted, device))
     if config.unet.use_edit_mask:
@@ -617,39 +696,3 @@ def _conditioning(active: list[_Active], lows: list[np.ndarray], config: Any, de
         masks = [edit_mask(low, m, size)[..., None] for low, m in zip(lows, matrices, strict=True)]
         cond = cond.replace(edit_mask=to_mask_tensor(masks).to(device))  # (B, 1, S, S)
     return cond
-
-
-def _write_outputs(state: _Active, frame: np.ndarray, low: np.ndarray, size: int) -> None:
-    import cv2
-
-    from facenhance_cli.video import write_image
-
-    state.writers[0].write(frame)
-    if len(state.writers) > 1:
-        low_up = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
-        state.writers[1].write(np.concatenate([low_up, frame, state.identity_uint8], axis=1))
-    if state.frames_dir is not None:
-        write_image(state.frames_dir / f"frame_{state.n:05d}.png", frame)
-
-
-def _close_frames_dir(state: _Active, success: bool) -> None:
-    """Rename the temporary PNG folder to OUTPUT_frames on success, delete it otherwise."""
-    import shutil
-
-    if state.frames_dir is None or not state.frames_dir.exists():
-        return
-    if success:
-        final = frames_path(state.job.output)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(state.frames_dir, final)
-    else:
-        shutil.rmtree(state.frames_dir, ignore_errors=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    if not isinstance(exc, (FacenhanceError, OSError)):
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -29,3 +29,17 @@ class MissingWeightsError(FacenhanceError):
 
 class NoFaceError(InputError):
     """No usable face in an image or video."""
+
+
+def first_line(exc: BaseException, default: str = "") -> str:
+    """The first line of an exception's message (stripped), or `default` when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else default
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a report: our own and OS errors as their message, others with their type."""
+    if isinstance(exc, (FacenhanceError, OSError)):
+        return first_line(exc, type(exc).__name__)
+    first = first_line(exc)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from facenhance_cli.errors import FacenhanceError, UsageError
+from facenhance_cli.errors import FacenhanceError, InputError, UsageError, first_line
 
 # errno values that mean "this disk or folder does not take the file", whatever the body was doing.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
@@ -62,7 +62,7 @@ def write_error_message(path: str | os.PathLike[str], exc: BaseException, needed
     # torch's writer raises RuntimeError with no errno: a (nearly) full disk is then the likely cause
     if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free <= max(needed, 1 << 20)):
         return f"cannot write {path}: disk full ({where})"
-    reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    reason = getattr(exc, "strerror", None) or first_line(exc, type(exc).__name__)
     return f"cannot write {path}: {reason[:160]} ({where})"
 
 
@@ -183,3 +183,18 @@ def check_readable(path: str | os.PathLike[str], what: str = "input") -> None:
                 f.read(1)
         except OSError as exc:
             raise InputError(f"{what} not readable ({exc.strerror or exc}): {p}") from None
+
+
+def read_jsonl(path: str | os.PathLike[str], strict: bool = True) -> list[Any]:
+    """The values of a JSON-lines file, blank lines skipped; a line that is not JSON is an InputError naming
+    it (`strict`) or is passed over."""
+    rows = []
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if strict:
+                raise InputError(f"{path}:{line_no} is not valid JSON") from None
+    return rows

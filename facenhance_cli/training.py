@@ -39,6 +39,7 @@ from facenhance_cli.data import (
 )
 from facenhance_cli.diffusion.denoiser import make_denoiser
 from facenhance_cli.diffusion.losses import diffusion_loss
+from facenhance_cli.diffusion.noise import keyed_generator
 from facenhance_cli.diffusion.precond import edm_loss, model_output
 from facenhance_cli.diffusion.recurrent import generate_video
 from facenhance_cli.diffusion.samplers import ddim
@@ -109,10 +110,7 @@ def init_distributed(device: str) -> tuple[DistInfo, str]:
 
 def sample_generator(seed: int, step: int, position: int) -> torch.Generator:
     """Generator of one training sample: keyed by (seed, step, position in the global batch)."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, step, position, 0x7A11]).generate_state(1, np.uint64)[
-        0
-    ]
-    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+    return keyed_generator(seed, step, position, 0x7A11)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

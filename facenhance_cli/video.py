@@ -36,7 +36,6 @@ class VideoInfo:
     width: int
     height: int
     has_audio: bool
-    rotation: int  # degrees, from display-matrix metadata (phone videos)
 
 
 def is_frame_folder(path: Path) -> bool:
@@ -72,7 +71,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         if not files:
             raise InputError(f"no image frames in folder {path}")
         first = read_image(files[0])
-        return VideoInfo(path, FRAME_FOLDER_FPS, len(files), first.shape[1], first.shape[0], False, 0)
+        return VideoInfo(path, FRAME_FOLDER_FPS, len(files), first.shape[1], first.shape[0], False)
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -84,7 +83,6 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             width=int(stream.codec_context.width),
             height=int(stream.codec_context.height),
             has_audio=bool(container.streams.audio),
-            rotation=0,
         )
     finally:
         container.close()

@@ -67,3 +67,21 @@ def make_prepared_dataset(
         )
     (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return root
+
+
+def save_tiny_model(folder: Path, size: int = 32) -> Path:
+    """An untrained tiny model at `size` x `size`, sampled with one DDIM step, saved as folder/tiny.pt."""
+    from facenhance_cli.checkpoint import save_checkpoint
+    from facenhance_cli.config import load_preset
+    from facenhance_cli.nn.unet import build_network
+
+    config = load_preset("tiny").replace(**{"unet.image_size": size, "sampling.steps": 1})
+    return save_checkpoint(folder / "tiny.pt", config, build_network(config).state_dict())
+
+
+def write_low_clip(folder: Path, n_frames: int, size: int = 32) -> Path:
+    """folder/in.mp4 (a synthetic 64x64 low video) and folder/id.png (its identity image); returns folder."""
+    _high, low, identity = synthetic_clip(n_frames, size=size, low_size=64, seed=1)
+    write_video(folder / "in.mp4", low, 25)
+    write_image(folder / "id.png", identity)
+    return folder

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import make_prepared_dataset, synthetic_clip
+from helpers import make_prepared_dataset, save_tiny_model, synthetic_clip
 from typer.testing import CliRunner
 
 from facenhance_cli.checkpoint import save_checkpoint
@@ -20,10 +20,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    config = load_preset("tiny").replace(**{"unet.image_size": SIZE, "sampling.steps": 1})
-    return save_checkpoint(
-        tmp_path_factory.mktemp("model") / "tiny.pt", config, build_network(config).state_dict()
-    )
+    return save_tiny_model(tmp_path_factory.mktemp("model"), SIZE)
 
 
 @pytest.fixture(scope="module")

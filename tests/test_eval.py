@@ -53,14 +53,14 @@ def synthetic(path: Path, n: int = 4, size: int = 32, value: int = 100) -> Path:
 
 
 def test_pairs_by_name_from_folders_and_clip_folders(dataset: Path) -> None:
-    pairs, notes = ev.find_pairs([dataset / "gen"], [dataset / "prep"])
+    pairs, warnings = ev.find_pairs([dataset / "gen"], [dataset / "prep"])
     assert [p.name for p in pairs] == ["clip_b01", "clip_b02"]
     p = pairs[0]
     assert p.gen == dataset / "gen" / "clip_b01.mkv"
     assert p.gt == dataset / "prep" / "clip_b01" / "high.mkv"
     assert p.identity == dataset / "prep" / "clip_b01" / "identity.png"
     assert p.low == dataset / "prep" / "clip_b01" / "low.mkv"
-    assert notes == []
+    assert warnings == []
 
 
 def test_pairs_single_files_pair_whatever_their_names(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_pairs_single_files_pair_whatever_their_names(tmp_path: Path) -> None:
 
 
 def test_pairs_extra_ground_truth_is_noted_missing_is_an_error(dataset: Path) -> None:
-    pairs, notes = ev.find_pairs(
+    pairs, warnings = ev.find_pairs(
         [dataset / "gen" / "clip_b01.mkv", dataset / "gen" / "clip_b02.mkv"], [str(dataset / "prep" / "*")]
     )
     assert len(pairs) == 2
@@ -78,11 +78,11 @@ def test_pairs_extra_ground_truth_is_noted_missing_is_an_error(dataset: Path) ->
     synthetic(dataset / "extra" / "clip_b03.mkv")
     with pytest.raises(InputError, match="no ground truth named like generated 'clip_b03'"):
         ev.find_pairs([dataset / "gen", dataset / "extra"], [dataset / "prep"])
-    pairs, notes = ev.find_pairs(
+    pairs, warnings = ev.find_pairs(
         [dataset / "gen" / "clip_b01.mkv", dataset / "gen" / "clip_b02.mkv"],
         [dataset / "prep", dataset / "extra"],
     )
-    assert len(pairs) == 2 and "1 ground-truth videos have no generated counterpart" in notes[0]
+    assert len(pairs) == 2 and "1 ground-truth videos have no generated counterpart" in warnings[0]
 
 
 def test_pairs_duplicate_names_are_an_error(tmp_path: Path) -> None:
@@ -165,6 +165,7 @@ REPORT_KEYS = {
     "baselines",
     "settings",
     "notes",
+    "warnings",
 }
 PER_VIDEO_KEYS = {
     "name",
@@ -266,7 +267,7 @@ def test_full_metrics_baselines_cache_csv_and_sheet(dataset: Path, tmp_path: Pat
     r = result.report
     assert r["settings"]["metrics"] == list(ev.METRICS)
     assert r["settings"]["i3d_sha256"].startswith("5974d6b7")
-    assert r["settings"]["fvd_videos"] == 2 and any("FVD over 2 videos" in n for n in r["notes"])
+    assert r["settings"]["fvd_videos"] == 2 and any("FVD over 2 videos" in w for w in r["warnings"])
     # Mild noise keeps the face: identity within the threshold and landmarks close.
     assert r["id_match"] == 1.0 and r["lmk_nme"] < 0.05 and 25 < r["psnr"] < 40
     assert r["expr_nme"] < 0.05
@@ -317,11 +318,11 @@ def test_missing_weights_skip_their_metrics_and_say_where(dataset: Path, tmp_pat
     r = ev.evaluate(pairs, ev.EvalOptions(baselines=())).report
     assert r["psnr"] is not None and r["ssim"] is not None
     assert r["fvd"] is None and r["acd"] is None and r["lmk_nme"] is None
-    fvd_note = next(n for n in r["notes"] if n.startswith("skipped fvd"))
+    fvd_note = next(w for w in r["warnings"] if w.startswith("skipped fvd"))
     assert "i3d_kinetics400_rgb.pt" in fvd_note and weights.WEIGHT_FILES["i3d"].sha256 in fvd_note
     assert str(empty) in fvd_note
-    assert any("dlib_face_recognition_resnet_model_v1.dat" in n for n in r["notes"])
-    assert any("shape_predictor_68_face_landmarks.dat" in n for n in r["notes"])
+    assert any("dlib_face_recognition_resnet_model_v1.dat" in w for w in r["warnings"])
+    assert any("shape_predictor_68_face_landmarks.dat" in w for w in r["warnings"])
     assert r["settings"]["metrics"] == ["psnr", "ssim"]
 
 

@@ -46,11 +46,11 @@ def test_fallback_template_close_to_pdm(require_weight):
 def test_template_falls_back_without_pdm(tmp_path, monkeypatch):
     monkeypatch.setenv("FACENHANCE_WEIGHTS", str(tmp_path))
     monkeypatch.setattr("facenhance_cli.weights.user_weights_dir", lambda: tmp_path / "none")
-    faces._TEMPLATE_CACHE.clear()
+    faces.alignment._TEMPLATE_CACHE.clear()
     try:
         template = faces.alignment_template()
     finally:
-        faces._TEMPLATE_CACHE.clear()
+        faces.alignment._TEMPLATE_CACHE.clear()
     assert template.source == "cmu-openface-fallback"
     assert template.points.shape == (68, 2)
 

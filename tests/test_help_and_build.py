@@ -52,7 +52,8 @@ def test_readme_metrics_are_accepted_by_eval():
     from facenhance_cli.cli.evaluate import _metric_aliases
     from facenhance_cli.evaluation import METRICS, parse_names
 
-    assert parse_names(_metric_aliases(listed), METRICS, "metric")
+    expected = {"lmk" if name == "expr" else name for name in listed.split(",")}  # expr comes with lmk
+    assert set(parse_names(_metric_aliases(listed), METRICS, "metric")) == expected
 
 
 def test_pyproject_has_an_spdx_license_and_lists_every_package():
@@ -130,3 +131,24 @@ def test_h264_output_is_byte_identical_and_single_threaded(tmp_path):
     assert all(w == written[0] for w in written)
     # x264 records its settings in the stream: one thread, no mb-tree
     assert b" threads=1 " in written[0] and b" mbtree=0 " in written[0]
+
+
+def test_cli_choices_are_the_pipelines_choices():
+    """The CLI's Enums (kept apart so --help imports nothing heavy) list exactly what the code accepts."""
+    import typing
+
+    from facenhance_cli import config
+    from facenhance_cli.cli import choices
+    from facenhance_cli.faces import DETECTORS, LANDMARK_BACKENDS
+    from facenhance_cli.prepare import LAYOUTS
+
+    pairs = [
+        (choices.Precision, typing.get_args(config.Precision)),
+        (choices.Sampler, typing.get_args(config.SamplerName)),
+        (choices.Spacing, typing.get_args(config.Spacing)),
+        (choices.Layout, LAYOUTS),
+        (choices.Landmarks, LANDMARK_BACKENDS),
+        (choices.Detector, DETECTORS),
+    ]
+    for enum, accepted in pairs:
+        assert [member.value for member in enum] == list(accepted), enum

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_prepared_dataset, synthetic_clip
+from helpers import make_prepared_dataset, save_tiny_model, synthetic_clip, write_low_clip
 from typer.testing import CliRunner
 
 from facenhance_cli.checkpoint import read_checkpoint, save_checkpoint
@@ -23,18 +23,12 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    config = load_preset("tiny").replace(**{"unet.image_size": SIZE, "sampling.steps": 1})
-    return save_checkpoint(
-        tmp_path_factory.mktemp("model") / "tiny.pt", config, build_network(config).state_dict()
-    )
+    return save_tiny_model(tmp_path_factory.mktemp("model"), SIZE)
 
 
 @pytest.fixture
 def clip(tmp_path):
-    _high, low, identity = synthetic_clip(3, size=SIZE, low_size=64, seed=1)
-    write_video(tmp_path / "in.mp4", low, 25)
-    write_image(tmp_path / "id.png", identity)
-    return tmp_path
+    return write_low_clip(tmp_path, 3, SIZE)
 
 
 def run(*args):

@@ -10,14 +10,13 @@ import sys
 
 import pytest
 import torch
-from helpers import make_prepared_dataset, synthetic_clip
+from helpers import make_prepared_dataset, write_low_clip
 from typer.testing import CliRunner
 
 from facenhance_cli.checkpoint import save_checkpoint
 from facenhance_cli.cli import app
 from facenhance_cli.config import load_preset
 from facenhance_cli.nn.unet import build_network
-from facenhance_cli.video import write_image, write_video
 
 SIZE = 32
 
@@ -42,10 +41,7 @@ def only_line(proc) -> str:
 
 @pytest.fixture
 def clip(tmp_path):
-    _high, low, identity = synthetic_clip(2, size=SIZE, low_size=64, seed=1)
-    write_video(tmp_path / "in.mp4", low, 25)
-    write_image(tmp_path / "id.png", identity)
-    return tmp_path
+    return write_low_clip(tmp_path, 2, SIZE)
 
 
 def test_broken_image_is_one_line_without_opencv_logs(clip):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from helpers import make_prepared_dataset
 
@@ -22,6 +23,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / mse))
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_one_frame_pair(tmp_path):
     data = make_prepared_dataset(tmp_path / "data", n_train=1, n_test=0, n_frames=1)
     config = load_preset("tiny").replace(

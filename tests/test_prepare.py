@@ -258,13 +258,15 @@ def test_incomplete_clip_folder_is_redone(tmp_path, faces_dir, require_weight):
 
 def test_interrupt_leaves_no_half_written_clip(tmp_path, faces_dir, require_weight, monkeypatch):
     require_weight("dlib_landmarks68")
-    real_write = prep._write_clip
+    from facenhance_cli.prepare import clip as clip_module
+
+    real_write = clip_module._write_clip
 
     def write_then_interrupt(folder, *args, **kwargs):
         real_write(folder, *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prep, "_write_clip", write_then_interrupt)
+    monkeypatch.setattr(clip_module, "_write_clip", write_then_interrupt)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         prep.run_prepare([faces_dir / HAPPY], out, prep.PrepareOptions(frames=4, preview=False))

@@ -33,7 +33,7 @@ def fake_prepare(monkeypatch):
 
     import facenhance_cli.faces as faces
 
-    monkeypatch.setattr(prep, "process_clip", process_clip)
+    monkeypatch.setattr("facenhance_cli.prepare.batch.process_clip", process_clip)
     monkeypatch.setattr(faces, "default_detector", lambda *a, **k: None)
 
 

@@ -34,6 +34,7 @@ def run_cli(*args):
     return CliRunner().invoke(app, list(map(str, args)))
 
 
+@pytest.mark.slow
 def test_loss_goes_down(data_dir, tmp_path):
     config = tiny_config(
         **{

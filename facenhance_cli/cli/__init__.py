@@ -5,6 +5,8 @@ Heavy imports (torch, av, cv2, dlib) happen inside the commands so `facenhance -
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from facenhance_cli import __version__
@@ -50,9 +52,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Enhance 64x64 facial-expression videos to 192x192 with a recurrent conditional DDPM."""
 

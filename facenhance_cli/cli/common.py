@@ -27,7 +27,7 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from facenhance_cli.errors import FacenhanceError
+        from facenhance_cli.errors import FacenhanceError, first_line
 
         try:
             return func(*args, **kwargs)
@@ -54,7 +54,7 @@ def handle_errors(func: F) -> F:
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
-            first = str(exc).splitlines()[0] if str(exc) else ""
+            first = first_line(exc)
             raise fail(
                 f"internal error ({type(exc).__name__}: {first}); set {DEBUG_ENV}=1 for the traceback"
             ) from None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from facenhance_cli.cli.choices import Precision, Sampler, Spacing
 from facenhance_cli.cli.common import handle_errors, is_terminal
 
 
@@ -16,117 +18,151 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def enhance(
-    low: list[Path] = typer.Argument(
-        None,
-        help="Low-res videos (64x64 face on black; any size is resized), frame folders, `prepare` clip "
-        "folders (low.mkv + identity.png, output named by clip id) or a `prepare` output root.",
-    ),
-    identity: Path | None = typer.Option(
-        None,
-        "--identity",
-        "-i",
-        help="Required: the neutral identity image (any photo; aligned to 192x192 unless it already is). "
-        "Not needed with --pairs or with `prepare` clip folders, which hold identity.png.",
-    ),
-    output: Path | None = typer.Option(
-        None,
-        "-o",
-        "--output",
-        help="Required: the output video (one input) or folder (many inputs). "
-        "Not needed with --pairs when every row has an output.",
-    ),
-    pairs: Path | None = typer.Option(
-        None, "--pairs", help="CSV with columns low, identity[, output]: one identity per video."
-    ),
-    model: str | None = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Model name or checkpoint path or run folder (default: the shipped model).",
-    ),
-    models_dir: Path | None = typer.Option(
-        None, "--models-dir", help="Extra folder searched first for --model names (also FACENHANCE_MODELS)."
-    ),
-    sampler: str | None = typer.Option(
-        None, "--sampler", help="ddim | ddpm (default: the model's recommendation)."
-    ),
-    steps: int | None = typer.Option(
-        None,
-        "--steps",
-        help="DDIM steps (default: the model's). --steps 1000 --eta 0 is the paper's own sampler.",
-    ),
-    eta: float | None = typer.Option(None, "--eta", help="DDIM eta: 0 deterministic, 1 ancestral-like."),
-    strength: float | None = typer.Option(
-        None,
-        "--strength",
-        help="DDIM from the noised pasted frame (or identity) at strength x T instead of pure noise "
-        "(SDEdit); 1 = from pure noise (default: the model's).",
-    ),
-    spacing: str | None = typer.Option(
-        None,
-        "--spacing",
-        help="DDIM timesteps: trailing (even in t) or karras (denser at low noise) (default: the model's).",
-    ),
-    shared_noise: bool | None = typer.Option(
-        None,
-        "--shared-noise/--per-frame-noise",
-        help="Start every frame of a video from the same noise (steady detail) or from its own "
-        "(default: the model's).",
-    ),
-    seed: int = typer.Option(
-        0, "--seed", min=0, help="Seed; each video's result is the same whatever the batch."
-    ),
-    batch_videos: int | None = typer.Option(
-        None,
-        "--batch-videos",
-        "-b",
-        help="Videos advanced together per network call (default: from device memory).",
-    ),
-    shard: str | None = typer.Option(
-        None,
-        "--shard",
-        help="K/N: take every N-th input starting at K (cluster array jobs; automatic under torchrun).",
-    ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    precision: str = typer.Option(
-        "fp32", "--precision", help="fp32 | bf16 | fp16 (bf16 autocast also on the CPU; fp16 on CUDA)."
-    ),
-    lossless: bool = typer.Option(
-        False,
-        "--lossless",
-        help="Write FFV1 .mkv (bit-exact; what metrics should read) instead of H.264 .mp4.",
-    ),
-    save_frames: bool = typer.Option(
-        False, "--save-frames", help="Also write every frame as PNG in OUTPUT_frames/."
-    ),
-    compare: bool = typer.Option(
-        False, "--compare", help="Also write OUTPUT_compare: low upscaled | enhanced | identity."
-    ),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace existing outputs (default: skip them, so reruns resume)."
-    ),
-    prepare_input: bool = typer.Option(
-        False,
-        "--prepare-input",
-        help="Input is a real video: align the face on black with prepare's pipeline first.",
-    ),
-    weights_dir: Path | None = typer.Option(
-        None,
-        "--weights-dir",
-        help="Folder of third-party weights (face detection and landmarks); else FACENHANCE_WEIGHTS.",
-    ),
-    strict: bool = typer.Option(
-        False,
-        "--strict",
-        help="Treat warnings (blank, grey or noise video, still image, identity not matching) as errors: "
-        "that video fails, nothing is written for it, exit 1.",
-    ),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="Print only errors, warnings and the summary line."
-    ),
-    verbose: bool = typer.Option(
-        False, "--verbose", "-v", help="Print notes and per-video results even when not a terminal."
-    ),
+    low: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Low-res videos (64x64 face on black; any size is resized), frame folders, `prepare` clip "
+            "folders (low.mkv + identity.png, output named by clip id) or a `prepare` output root."
+        ),
+    ] = None,
+    identity: Annotated[
+        Path | None,
+        typer.Option(
+            "--identity",
+            "-i",
+            help="Required: the neutral identity image (any photo; aligned to 192x192 unless it already is). "
+            "Not needed with --pairs or with `prepare` clip folders, which hold identity.png.",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Required: the output video (one input) or folder (many inputs). "
+            "Not needed with --pairs when every row has an output.",
+        ),
+    ] = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option("--pairs", help="CSV with columns low, identity[, output]: one identity per video."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model name or checkpoint path or run folder (default: the shipped model)."
+        ),
+    ] = None,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--models-dir", help="Extra folder searched first for --model names (also FACENHANCE_MODELS)."
+        ),
+    ] = None,
+    sampler: Annotated[
+        Sampler | None, typer.Option("--sampler", help="ddim | ddpm (default: the model's recommendation).")
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps",
+            help="DDIM steps (default: the model's). --steps 1000 --eta 0 is the paper's own sampler.",
+        ),
+    ] = None,
+    eta: Annotated[
+        float | None, typer.Option("--eta", help="DDIM eta: 0 deterministic, 1 ancestral-like.")
+    ] = None,
+    strength: Annotated[
+        float | None,
+        typer.Option(
+            "--strength",
+            help="DDIM from the noised pasted frame (or identity) at strength x T instead of pure noise "
+            "(SDEdit); 1 = from pure noise (default: the model's).",
+        ),
+    ] = None,
+    spacing: Annotated[
+        Spacing | None,
+        typer.Option(
+            "--spacing",
+            help="DDIM timesteps: trailing (even in t) or karras (denser at low noise) (default: the model's).",
+        ),
+    ] = None,
+    shared_noise: Annotated[
+        bool | None,
+        typer.Option(
+            "--shared-noise/--per-frame-noise",
+            help="Start every frame of a video from the same noise (steady detail) or from its own "
+            "(default: the model's).",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Seed; each video's result is the same whatever the batch.")
+    ] = 0,
+    batch_videos: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-videos",
+            "-b",
+            help="Videos advanced together per network call (default: from device memory).",
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="K/N: take every N-th input starting at K (cluster array jobs; automatic under torchrun).",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
+    precision: Annotated[
+        Precision,
+        typer.Option("--precision", help="fp32 | bf16 | fp16 (bf16 autocast also on the CPU; fp16 on CUDA)."),
+    ] = Precision.fp32,
+    lossless: Annotated[
+        bool,
+        typer.Option(
+            "--lossless", help="Write FFV1 .mkv (bit-exact; what metrics should read) instead of H.264 .mp4."
+        ),
+    ] = False,
+    save_frames: Annotated[
+        bool, typer.Option("--save-frames", help="Also write every frame as PNG in OUTPUT_frames/.")
+    ] = False,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Also write OUTPUT_compare: low upscaled | enhanced | identity.")
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace existing outputs (default: skip them, so reruns resume)."),
+    ] = False,
+    prepare_input: Annotated[
+        bool,
+        typer.Option(
+            "--prepare-input",
+            help="Input is a real video: align the face on black with prepare's pipeline first.",
+        ),
+    ] = False,
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights-dir",
+            help="Folder of third-party weights (face detection and landmarks); else FACENHANCE_WEIGHTS.",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Treat warnings (blank, grey or noise video, still image, identity not matching) as errors: "
+            "that video fails, nothing is written for it, exit 1.",
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only errors, warnings and the summary line.")
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Print notes and per-video results even when not a terminal."),
+    ] = False,
 ) -> None:
     """Enhance low-res facial-expression videos to 192x192 with the identity image's background, hair and clothes.
 
@@ -143,13 +179,9 @@ def enhance(
         plan_jobs,
         take_shard,
     )
-    from facenhance_cli.errors import FacenhanceError, UsageError
+    from facenhance_cli.errors import UsageError
     from facenhance_cli.weights import find_model
 
-    if precision not in {"fp32", "bf16", "fp16"}:
-        raise UsageError(f"unknown --precision {precision!r}: fp32, bf16 or fp16")
-    if sampler not in (None, "ddim", "ddpm"):
-        raise UsageError(f"unknown --sampler {sampler!r}: ddim or ddpm")
     if batch_videos is not None and batch_videos < 1:
         raise UsageError("--batch-videos must be at least 1")
     jobs = plan_jobs(list(low or []), identity, output, pairs, lossless)
@@ -163,16 +195,16 @@ def enhance(
 
         batch_videos = default_batch_videos(device_name, measure_cost(loaded.config).gflop_per_call)
     options = EnhanceOptions(
-        sampler=sampler,
+        sampler=sampler.value if sampler else None,
         steps=steps,
         eta=eta,
         strength=strength,
-        spacing=spacing,
+        spacing=spacing.value if spacing else None,
         shared_noise=shared_noise,
         seed=seed,
         batch_videos=batch_videos,
         device=device_name,
-        precision=precision,
+        precision=precision.value,
         lossless=lossless,
         save_frames=save_frames,
         compare=compare,
@@ -183,12 +215,18 @@ def enhance(
     )
     show_progress = is_terminal() and not quiet
     results, notes = _run(jobs, loaded, options, show_progress)
+    _print_results(results, notes, len(jobs), output, talk=(verbose or is_terminal()) and not quiet)
+
+
+def _print_results(results, notes: list[str], n_jobs: int, output: Path | None, talk: bool) -> None:
+    """Notes (when talking), every warning and error, skips, then the summary line; exit 1 on failures."""
+    from facenhance_cli.errors import FacenhanceError
+
     done = [r for r in results if r.status == "done"]
     skipped = [r for r in results if r.status == "skipped"]
     failed = [r for r in results if r.status == "failed"]
     n_warnings = sum(len(r.warnings) for r in results)
-    talk = (verbose or is_terminal()) and not quiet
-    one = len(jobs) == 1
+    one = n_jobs == 1
     if talk:
         for note in notes:
             typer.echo(f"note: {note}", err=True)
@@ -217,7 +255,7 @@ def enhance(
     if failed:
         if one:
             raise typer.Exit(1)
-        raise FacenhanceError(f"{len(failed)} of {len(jobs)} videos failed")
+        raise FacenhanceError(f"{len(failed)} of {n_jobs} videos failed")
 
 
 def _run(jobs, loaded, options, show_progress: bool):

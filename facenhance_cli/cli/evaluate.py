@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -84,11 +84,6 @@ def render_table(report: dict[str, Any]) -> Any:
     return table
 
 
-def is_warning(note: str) -> bool:
-    """Notes that mean the report is not what was asked for: a metric skipped, videos left unscored."""
-    return note.startswith(("warning:", "skipped", "fvd of baseline")) or "not scored" in note
-
-
 def _metric_aliases(text: str) -> str:
     """`expr` is computed with `lmk` (the same landmarks, head pose removed): asking for it asks for lmk."""
     names = [n.strip() for n in text.split(",")]
@@ -109,150 +104,179 @@ def _refuse_reports_over_inputs(pairs, pairs_csv, json_out, csv_out, sheet) -> N
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
+    app.command("eval", help=HELP)(evaluate)
 
-    @app.command("eval", help=HELP)
-    @handle_errors
-    def command(
-        gen: list[Path] = typer.Argument(None, help="Generated videos, frame folders or folders of them."),
-        gt: list[str] = typer.Option(
-            None, "--gt", help="Ground truth: videos, prepare output folders, quoted globs (repeatable)."
-        ),
-        identity: str = typer.Option(
-            None,
+
+@handle_errors
+def evaluate(
+    gen: Annotated[
+        list[Path] | None, typer.Argument(help="Generated videos, frame folders or folders of them.")
+    ] = None,
+    gt: Annotated[
+        list[str] | None,
+        typer.Option("--gt", help="Ground truth: videos, prepare output folders, quoted globs (repeatable)."),
+    ] = None,
+    identity: Annotated[
+        str | None,
+        typer.Option(
             "--identity",
             help="Identity image, or a folder (NAME.png, NAME/identity.png, SUBJECT_neutral.png).",
         ),
-        low: list[str] = typer.Option(
-            None,
+    ] = None,
+    low: Annotated[
+        list[str] | None,
+        typer.Option(
             "--low",
             help="Low-resolution inputs, paired by name (for the bicubic baseline and the sheet).",
         ),
-        pairs_csv: Path = typer.Option(
-            None, "--pairs", help="CSV with columns gen, gt and optionally identity, low, name."
+    ] = None,
+    pairs_csv: Annotated[
+        Path | None,
+        typer.Option("--pairs", help="CSV with columns gen, gt and optionally identity, low, name."),
+    ] = None,
+    metrics: Annotated[
+        str,
+        typer.Option(
+            "--metrics", help="Comma list of psnr,ssim,acd,acd_i,fvd,lmk,expr,id_match,sharpness, or all."
         ),
-        metrics: str = typer.Option(
-            "all",
-            "--metrics",
-            help="Comma list of psnr,ssim,acd,acd_i,fvd,lmk,expr,id_match,sharpness, or all.",
-        ),
-        baseline: str = typer.Option(
-            "identity,bicubic,paste",
+    ] = "all",
+    baseline: Annotated[
+        str,
+        typer.Option(
             "--baseline",
             help="Comma list of identity,bicubic,paste (the low face warped onto the identity image), or none.",
         ),
-        json_out: str = typer.Option(
-            None, "--json", help="Write the report as JSON to FILE, or to stdout with '-'."
-        ),
-        csv_out: Path = typer.Option(None, "--csv", help="Write per-video and overall rows as CSV."),
-        sheet: Path = typer.Option(
-            None, "--sheet", help="Write a contact sheet PNG (low | output | ground truth | baselines)."
-        ),
-        fvd_frames: int = typer.Option(
-            16, "--fvd-frames", help="First N frames of each video feed the I3D (FVD convention: 16)."
-        ),
-        sheet_videos: int = typer.Option(4, "--sheet-videos", help="Videos shown on the contact sheet."),
-        sheet_frames: int = typer.Option(4, "--sheet-frames", help="Frames per row on the contact sheet."),
-        cache_dir: Path = typer.Option(
-            None, "--cache-dir", help="Feature cache folder (default: the user cache dir)."
-        ),
-        no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the feature cache."),
-        weights_dir: Path = typer.Option(
-            None, "--weights-dir", help="Folder of third-party weights (I3D, dlib)."
-        ),
-        device: str = typer.Option("auto", "--device", help="Device for the I3D: auto, cpu, cuda, cuda:N."),
-        batch_size: int = typer.Option(4, "--batch-size", help="Clips per I3D forward pass."),
-        quiet: bool = typer.Option(
-            False, "--quiet", "-q", help="No table, no progress; notes and warnings still go to stderr."
-        ),
-        strict: bool = typer.Option(
-            False,
+    ] = "identity,bicubic,paste",
+    json_out: Annotated[
+        str | None,
+        typer.Option("--json", help="Write the report as JSON to FILE, or to stdout with '-'."),
+    ] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Write per-video and overall rows as CSV.")
+    ] = None,
+    sheet: Annotated[
+        Path | None,
+        typer.Option("--sheet", help="Write a contact sheet PNG (low | output | ground truth | baselines)."),
+    ] = None,
+    fvd_frames: Annotated[
+        int,
+        typer.Option("--fvd-frames", help="First N frames of each video feed the I3D (FVD convention: 16)."),
+    ] = 16,
+    sheet_videos: Annotated[
+        int, typer.Option("--sheet-videos", help="Videos shown on the contact sheet.")
+    ] = 4,
+    sheet_frames: Annotated[
+        int, typer.Option("--sheet-frames", help="Frames per row on the contact sheet.")
+    ] = 4,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Feature cache folder (default: the user cache dir)."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the feature cache.")
+    ] = False,
+    weights_dir: Annotated[
+        Path | None, typer.Option("--weights-dir", help="Folder of third-party weights (I3D, dlib).")
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="Device for the I3D: auto, cpu, cuda, cuda:N.")
+    ] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Clips per I3D forward pass.")] = 4,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No table, no progress; notes and warnings still go to stderr."),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
             "--strict",
             help="Exit 1 when there is any warning (a metric skipped, e.g. for missing I3D weights; "
             "unpaired videos); the report is still written.",
         ),
-    ) -> None:
-        from rich.console import Console
+    ] = False,
+) -> None:
+    from rich.console import Console
 
-        from facenhance_cli import evaluation as ev
-        from facenhance_cli.cli.common import resolve_device
-        from facenhance_cli.errors import UsageError
+    from facenhance_cli import evaluation as ev
+    from facenhance_cli.cli.common import resolve_device
+    from facenhance_cli.errors import FacenhanceError, UsageError
 
-        if pairs_csv is not None:
-            if gen or gt or identity or low:
-                raise UsageError("--pairs replaces GEN, --gt, --identity and --low: give one or the other")
-            pairs, pair_notes = ev.read_pairs_csv(pairs_csv), list[str]()
-        else:
-            if not gen:
-                raise UsageError("give generated videos (GEN...) and --gt, or --pairs FILE.csv")
-            if not gt:
-                raise UsageError("--gt is required: the ground-truth videos or prepare output folder")
-            pairs, pair_notes = ev.find_pairs(gen, gt, identity, low)
-        if fvd_frames < 1 or batch_size < 1 or sheet_videos < 1 or sheet_frames < 1:
-            raise UsageError("--fvd-frames, --batch-size, --sheet-videos and --sheet-frames must be positive")
-        _refuse_reports_over_inputs(pairs, pairs_csv, json_out, csv_out, sheet)
-        options = ev.EvalOptions(
-            metrics=ev.parse_names(_metric_aliases(metrics), ev.METRICS, "metric"),
-            baselines=ev.parse_names(baseline, ev.BASELINES, "baseline"),
-            fvd_frames=fvd_frames,
-            i3d_batch=batch_size,
-            device=resolve_device(device),
-            cache_dir=None if no_cache else (cache_dir or ev.default_cache_dir()),
-            weights_dir=weights_dir,
-            sheet_videos=sheet_videos,
-            sheet_frames=sheet_frames,
-        )
-        ev.check_pairs(pairs)
-
+    pairs, pair_warnings = _pairs(gen, gt, identity, low, pairs_csv)
+    if fvd_frames < 1 or batch_size < 1 or sheet_videos < 1 or sheet_frames < 1:
+        raise UsageError("--fvd-frames, --batch-size, --sheet-videos and --sheet-frames must be positive")
+    _refuse_reports_over_inputs(pairs, pairs_csv, json_out, csv_out, sheet)
+    options = ev.EvalOptions(
+        metrics=ev.parse_names(_metric_aliases(metrics), ev.METRICS, "metric"),
+        baselines=ev.parse_names(baseline, ev.BASELINES, "baseline"),
+        fvd_frames=fvd_frames,
+        i3d_batch=batch_size,
+        device=resolve_device(device),
+        cache_dir=None if no_cache else (cache_dir or ev.default_cache_dir()),
+        weights_dir=weights_dir,
+        sheet_videos=sheet_videos,
+        sheet_frames=sheet_frames,
+    )
+    ev.check_pairs(pairs)
+    err = Console(stderr=True)
+    result = _evaluate_with_progress(pairs, options, err if is_terminal() and not quiet else None)
+    warnings = result.report["warnings"] = [*pair_warnings, *result.warnings]
+    for line in [*(f"note: {n}" for n in result.notes), *(f"warning: {w}" for w in warnings)]:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not quiet:
         # With --json -, stdout carries only the JSON: everything for people goes to stderr.
         console = Console(stderr=json_out == "-", width=None if is_terminal() else 160)
-        err = Console(stderr=True)
-        show_progress = is_terminal() and not quiet
-        if show_progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        console.print(render_table(result.report))
+    _write_reports(result, json_out, csv_out, sheet, None if quiet else err)
+    if strict and warnings:
+        raise FacenhanceError(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''} (--strict)")
 
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=err,
-                transient=True,
-            ) as bar:
-                task = bar.add_task("evaluating", total=len(pairs))
 
-                def progress(i: int, n: int, name: str) -> None:
-                    bar.update(task, completed=i, description=f"evaluating {name}")
+def _pairs(gen, gt, identity, low, pairs_csv) -> tuple[list[Any], list[str]]:
+    """The pairs to score from --pairs, or from GEN, --gt, --identity and --low; and pairing warnings."""
+    from facenhance_cli import evaluation as ev
+    from facenhance_cli.errors import UsageError
 
-                result = ev.evaluate(pairs, options, progress)
-        else:
-            result = ev.evaluate(pairs, options)
+    if pairs_csv is not None:
+        if gen or gt or identity or low:
+            raise UsageError("--pairs replaces GEN, --gt, --identity and --low: give one or the other")
+        return ev.read_pairs_csv(pairs_csv), []
+    if not gen:
+        raise UsageError("give generated videos (GEN...) and --gt, or --pairs FILE.csv")
+    if not gt:
+        raise UsageError("--gt is required: the ground-truth videos or prepare output folder")
+    return ev.find_pairs(gen, gt, identity, low)
 
-        notes = [*pair_notes, *result.notes]
-        warnings = [n for n in notes if is_warning(n)]
-        for note in notes:
-            text = note if is_warning(note) else f"note: {note}"
-            if is_warning(note) and not text.startswith("warning: "):
-                text = f"warning: {text}"
-            err.print(text, markup=False, highlight=False, soft_wrap=True)
-        result.report["notes"] = notes
-        if not quiet:
-            console.print(render_table(result.report))
-        if json_out == "-":
-            typer.echo(ev.report_json_text(result.report), nl=False)
-        elif json_out:
-            ev.write_report_json(json_out, result.report)
-        if csv_out:
-            ev.write_report_csv(csv_out, result.report)
-        if sheet:
-            ev.write_contact_sheet(sheet, result)
-        for what, path in (
-            ("JSON", json_out if json_out != "-" else None),
-            ("CSV", csv_out),
-            ("sheet", sheet),
-        ):
-            if path and not quiet:
-                err.print(f"wrote {what}: {path}", markup=False, highlight=False)
-        if strict and warnings:
-            from facenhance_cli.errors import FacenhanceError
 
-            raise FacenhanceError(f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''} (--strict)")
+def _evaluate_with_progress(pairs, options, err) -> Any:
+    """evaluate(), with a progress bar on `err` (a rich Console) unless it is None."""
+    from facenhance_cli import evaluation as ev
+
+    if err is None:
+        return ev.evaluate(pairs, options)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("evaluating", total=len(pairs))
+
+        def progress(i: int, n: int, name: str) -> None:
+            bar.update(task, completed=i, description=f"evaluating {name}")
+
+        return ev.evaluate(pairs, options, progress)
+
+
+def _write_reports(result, json_out: str | None, csv_out: Path | None, sheet: Path | None, err) -> None:
+    """--json (FILE, or stdout with '-'), --csv and --sheet; each file written is named on `err` unless None."""
+    from facenhance_cli import evaluation as ev
+
+    if json_out == "-":
+        typer.echo(ev.report_json_text(result.report), nl=False)
+    elif json_out:
+        ev.write_report_json(json_out, result.report)
+    if csv_out:
+        ev.write_report_csv(csv_out, result.report)
+    if sheet:
+        ev.write_contact_sheet(sheet, result)
+    for what, path in (("JSON", json_out if json_out != "-" else None), ("CSV", csv_out), ("sheet", sheet)):
+        if path and err is not None:
+            err.print(f"wrote {what}: {path}", markup=False, highlight=False)

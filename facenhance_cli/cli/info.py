@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
+from facenhance_cli.cli.choices import Sampler
 from facenhance_cli.cli.common import handle_errors, is_terminal
 
 
@@ -20,7 +21,9 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def presets(
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")
+    ] = False,
 ) -> None:
     """List the model presets (paper, small, tiny) with parameters, GFLOP/call (one network call) and
     GFLOP/frame (calls of the default sampler), to pick by cost."""
@@ -75,10 +78,13 @@ def presets(
 
 @handle_errors
 def models(
-    models_dir: Path | None = typer.Option(
-        None, "--models-dir", help="Extra folder to search first (also: FACENHANCE_MODELS)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table."),
+    models_dir: Annotated[
+        Path | None,
+        typer.Option("--models-dir", help="Extra folder to search first (also: FACENHANCE_MODELS)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")
+    ] = False,
 ) -> None:
     """List installed facenhance models: name, preset, size, training data, recommended sampler and steps."""
     from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint
@@ -141,22 +147,35 @@ def models(
 
 @handle_errors
 def export(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint or run folder (final.pt, last.pt or best.pt)."),
-    output: Path = typer.Option(..., "-o", "--output", help="The inference-only checkpoint to write (.pt)."),
-    half: bool = typer.Option(True, "--half/--fp32", help="Store the weights as fp16 (half the size)."),
-    steps: int | None = typer.Option(None, "--steps", help="Recommended DDIM steps stored with the model."),
-    sampler: str | None = typer.Option(None, "--sampler", help="Recommended sampler stored with the model."),
-    strength: float | None = typer.Option(
-        None, "--strength", help="Recommended DDIM strength (SDEdit start) stored with the model."
-    ),
-    trained_on: str | None = typer.Option(
-        None, "--trained-on", help="What the model was trained on, for `models`."
-    ),
-    overwrite: bool = typer.Option(
-        False,
-        "--overwrite",
-        help="Replace an existing OUTPUT (never the input, nor a resumable training checkpoint).",
-    ),
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A checkpoint or run folder (final.pt, last.pt or best.pt).")
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="The inference-only checkpoint to write (.pt).")
+    ],
+    half: Annotated[
+        bool, typer.Option("--half/--fp32", help="Store the weights as fp16 (half the size).")
+    ] = True,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Recommended DDIM steps stored with the model.")
+    ] = None,
+    sampler: Annotated[
+        Sampler | None, typer.Option("--sampler", help="Recommended sampler stored with the model.")
+    ] = None,
+    strength: Annotated[
+        float | None,
+        typer.Option("--strength", help="Recommended DDIM strength (SDEdit start) stored with the model."),
+    ] = None,
+    trained_on: Annotated[
+        str | None, typer.Option("--trained-on", help="What the model was trained on, for `models`.")
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an existing OUTPUT (never the input, nor a resumable training checkpoint).",
+        ),
+    ] = False,
 ) -> None:
     """Write an inference-only copy of a checkpoint (EMA weights, no optimiser), e.g. to share or ship it."""
     from facenhance_cli.checkpoint import check_export_target, export_for_inference
@@ -164,7 +183,13 @@ def export(
     from facenhance_cli.weights import find_model
 
     sampling = {
-        k: v for k, v in (("steps", steps), ("sampler", sampler), ("strength", strength)) if v is not None
+        k: v
+        for k, v in (
+            ("steps", steps),
+            ("sampler", sampler.value if sampler else None),
+            ("strength", strength),
+        )
+        if v is not None
     }
     meta = {"trained_on": trained_on} if trained_on else None
     source = find_model(str(checkpoint))

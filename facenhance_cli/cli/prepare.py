@@ -3,144 +3,181 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from facenhance_cli.cli.choices import Detector, Landmarks, Layout
 from facenhance_cli.cli.common import handle_errors, is_terminal
 
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
+    app.command("prepare")(prepare)
 
-    @app.command("prepare")
-    @handle_errors
-    def command(
-        inputs: list[Path] = typer.Argument(
-            ...,
+
+@handle_errors
+def prepare(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
             metavar="INPUT...",
             help="Video files, frame folders (one clip each), folders searched recursively, or a MUG root "
             "(<subject>/[<session>/]<expression>/<take>/img_*.jpg). With --identity-only: one photo.",
             show_default=False,
         ),
-        output: Path = typer.Option(
-            ...,
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
             "--output",
             "-o",
             help="Output folder (one sub-folder per clip); with --identity-only, the image file.",
         ),
-        frames: int = typer.Option(
-            32, "--frames", "-n", help="Frames per clip, resampled evenly from the segment."
-        ),
-        segment: str = typer.Option(
-            "first-half",
+    ],
+    frames: Annotated[
+        int, typer.Option("--frames", "-n", help="Frames per clip, resampled evenly from the segment.")
+    ] = 32,
+    segment: Annotated[
+        str,
+        typer.Option(
             "--segment",
             help="Part of each clip to use: first-half (neutral -> apex, the paper's choice), all, "
             "or START:END "
             "frame indices (END exclusive).",
         ),
-        size: int = typer.Option(
-            192, "--size", help="Side of the high frames and identity image, in pixels."
-        ),
-        low_size: int = typer.Option(
-            64, "--low-size", help="Side of the aligned low frames (face on black), in pixels."
-        ),
-        layout: str = typer.Option(
-            "auto",
+    ] = "first-half",
+    size: Annotated[
+        int, typer.Option("--size", help="Side of the high frames and identity image, in pixels.")
+    ] = 192,
+    low_size: Annotated[
+        int, typer.Option("--low-size", help="Side of the aligned low frames (face on black), in pixels.")
+    ] = 64,
+    layout: Annotated[
+        Layout,
+        typer.Option(
             "--layout",
             help="How subjects and expressions are read: auto (MUG folders when seen, else flat), mug, flat.",
         ),
-        split: float = typer.Option(
-            0.75, "--split", help="Fraction of subjects in the train split (subject-independent)."
-        ),
-        seed: int = typer.Option(0, "--seed", min=0, help="Seed of the subject split."),
-        split_file: Path | None = typer.Option(
-            None,
+    ] = Layout.auto,
+    split: Annotated[
+        float,
+        typer.Option("--split", help="Fraction of subjects in the train split (subject-independent)."),
+    ] = 0.75,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the subject split.")] = 0,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(
             "--split-file",
             help="Read the split from this file (JSON as OUT/split.json, or `subject train|test` lines) "
             "instead of drawing one.",
         ),
-        workers: int = typer.Option(1, "--workers", "-j", help="Clips processed in parallel (processes)."),
-        landmarks: str = typer.Option(
-            "auto",
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", "-j", help="Clips processed in parallel (processes).")
+    ] = 1,
+    landmarks: Annotated[
+        Landmarks,
+        typer.Option(
             "--landmarks",
             help="68-point landmark backend: auto (face-alignment's FAN when its weights are cached locally, "
             "else dlib), face-alignment, dlib.",
         ),
-        detector: str = typer.Option(
-            "auto",
+    ] = Landmarks.auto,
+    detector: Annotated[
+        Detector,
+        typer.Option(
             "--detector",
             help="Face detector: auto (dlib HOG, BlazeFace where HOG finds nothing), dlib, blazeface.",
         ),
-        device: str = typer.Option(
-            "cpu", "--device", help="Device for the torch-based detector/landmarks (cpu, cuda)."
-        ),
-        weights_dir: Path | None = typer.Option(
-            None,
+    ] = Detector.auto,
+    device: Annotated[
+        str, typer.Option("--device", help="Device for the torch-based detector/landmarks (cpu, cuda).")
+    ] = "cpu",
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option(
             "--weights-dir",
             help="Folder with third-party weights (blazeface/, openface-pdm/, dlib/); "
             "overrides FACENHANCE_WEIGHTS.",
         ),
-        subject_regex: str | None = typer.Option(
-            None,
+    ] = None,
+    subject_regex: Annotated[
+        str | None,
+        typer.Option(
             "--subject-regex",
             help="Regex on clip names giving the subject id (named group 'subject', else group 1). "
             "Default: a manifest.csv beside the clips, else sub-folders, else the name's prefix before '_'.",
         ),
-        crop_scale: float = typer.Option(
-            1.8,
+    ] = None,
+    crop_scale: Annotated[
+        float,
+        typer.Option(
             "--crop-scale",
             help="Side of the square high crop relative to the face size (landmark extent).",
         ),
-        smooth: float = typer.Option(
-            1.0, "--smooth", help="Gaussian sigma, in frames, smoothing landmarks over time (0: off)."
+    ] = 1.8,
+    smooth: Annotated[
+        float,
+        typer.Option("--smooth", help="Gaussian sigma, in frames, smoothing landmarks over time (0: off)."),
+    ] = 1.0,
+    max_missing: Annotated[
+        float,
+        typer.Option(
+            "--max-missing", help="Skip a clip when more than this fraction of its frames has no face."
         ),
-        max_missing: float = typer.Option(
-            0.5, "--max-missing", help="Skip a clip when more than this fraction of its frames has no face."
+    ] = 0.5,
+    min_face: Annotated[
+        float,
+        typer.Option("--min-face", help="Skip a clip whose face is smaller than this many source pixels."),
+    ] = 40.0,
+    preview: Annotated[
+        bool,
+        typer.Option("--preview/--no-preview", help="Write preview.mp4 (low upscaled | high) per clip."),
+    ] = True,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Redo clips whose outputs are already complete (default: skip them)."
         ),
-        min_face: float = typer.Option(
-            40.0, "--min-face", help="Skip a clip whose face is smaller than this many source pixels."
-        ),
-        preview: bool = typer.Option(
-            True, "--preview/--no-preview", help="Write preview.mp4 (low upscaled | high) per clip."
-        ),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="Redo clips whose outputs are already complete (default: skip them)."
-        ),
-        identity_only: bool = typer.Option(
-            False,
+    ] = False,
+    identity_only: Annotated[
+        bool,
+        typer.Option(
             "--identity-only",
             help="Align one photo into a SIZE x SIZE identity image written at --output.",
         ),
-    ) -> None:
-        """Turn face videos into training / evaluation data: high.mkv, low.mkv, identity.png, meta.json."""
-        from facenhance_cli.errors import UsageError
+    ] = False,
+) -> None:
+    """Turn face videos into training / evaluation data: high.mkv, low.mkv, identity.png, meta.json."""
+    from facenhance_cli.errors import UsageError
 
-        if identity_only:
-            if len(inputs) != 1:
-                raise UsageError("--identity-only takes exactly one photo")
-            from facenhance_cli.prepare import prepare_identity
+    if identity_only:
+        if len(inputs) != 1:
+            raise UsageError("--identity-only takes exactly one photo")
+        from facenhance_cli.prepare import prepare_identity
 
-            written = prepare_identity(
-                inputs[0], output, size, crop_scale, landmarks, detector,
-                str(weights_dir) if weights_dir else None, device,
-            )  # fmt: skip
-            typer.echo(f"wrote {written}")
-            return
-
-        from facenhance_cli.prepare import PrepareOptions
-
-        options = PrepareOptions(
-            frames=frames, segment=segment, size=size, low_size=low_size, layout=layout, split=split,
-            seed=seed, split_file=str(split_file) if split_file else None, workers=workers,
-            landmarks=landmarks, detector=detector, device=device,
-            weights_dir=str(weights_dir) if weights_dir else None, subject_regex=subject_regex,
-            crop_scale=crop_scale, smooth=smooth, max_missing=max_missing, min_face=min_face,
-            preview=preview, overwrite=overwrite,
+        written = prepare_identity(
+            inputs[0], output, size, crop_scale, landmarks.value, detector.value,
+            str(weights_dir) if weights_dir else None, device,
         )  # fmt: skip
-        report = _run_with_progress(inputs, output, options)
-        _print_summary(report)
-        if report.n_ok == 0:
-            raise typer.Exit(1)
+        typer.echo(f"wrote {written}")
+        return
+
+    from facenhance_cli.prepare import PrepareOptions
+
+    options = PrepareOptions(
+        frames=frames, segment=segment, size=size, low_size=low_size, layout=layout.value, split=split,
+        seed=seed, split_file=str(split_file) if split_file else None, workers=workers,
+        landmarks=landmarks.value, detector=detector.value, device=device,
+        weights_dir=str(weights_dir) if weights_dir else None, subject_regex=subject_regex,
+        crop_scale=crop_scale, smooth=smooth, max_missing=max_missing, min_face=min_face,
+        preview=preview, overwrite=overwrite,
+    )  # fmt: skip
+    report = _run_with_progress(inputs, output, options)
+    _print_summary(report)
+    if report.n_ok == 0:
+        raise typer.Exit(1)
 
 
 def _run_with_progress(inputs, output, options):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from facenhance_cli.cli.choices import Precision
 from facenhance_cli.cli.common import handle_errors, is_terminal
 
 
@@ -16,35 +18,50 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def train(
-    data: Path = typer.Argument(..., help="Folder written by `facenhance prepare` (manifest.jsonl + clips)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Run folder: checkpoints, logs, samples."),
-    preset: str | None = typer.Option(None, "--preset", help="paper | small | tiny (default: small)."),
-    config_file: Path | None = typer.Option(None, "--config", help="A TOML config file instead of a preset."),
-    set_: list[str] = typer.Option(
-        [], "--set", help="Override one config key: --set training.lr=1e-4 (repeatable)."
-    ),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Train until this many optimiser steps."),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Global batch size (split over DDP processes)."
-    ),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
-    resume: bool = typer.Option(
-        False,
-        "--resume",
-        help="Require RUN/last.pt and resume it (rerunning into the same RUN also resumes).",
-    ),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    precision: str = typer.Option(
-        "fp32", "--precision", help="fp32 | bf16 | fp16 (bf16 autocast also on the CPU; fp16 needs CUDA)."
-    ),
-    compile_: bool = typer.Option(
-        False, "--compile", help="torch.compile the network (CUDA; slow first steps)."
-    ),
-    workers: int = typer.Option(
-        2, "--workers", help="Threads decoding the prepared clips when the data is loaded."
-    ),
-    seed: int | None = typer.Option(None, "--seed", min=0, help="Seed for weights, data order and noise."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    data: Annotated[
+        Path, typer.Argument(help="Folder written by `facenhance prepare` (manifest.jsonl + clips).")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run folder: checkpoints, logs, samples.")],
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="paper | small | tiny (default: small).")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="A TOML config file instead of a preset.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config key: --set training.lr=1e-4 (repeatable)."),
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Train until this many optimiser steps.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Global batch size (split over DDP processes).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Require RUN/last.pt and resume it (rerunning into the same RUN also resumes)."
+        ),
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            "--precision", help="fp32 | bf16 | fp16 (bf16 autocast also on the CPU; fp16 needs CUDA)."
+        ),
+    ] = Precision.fp32,
+    compile_: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the network (CUDA; slow first steps).")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Threads decoding the prepared clips when the data is loaded.")
+    ] = 2,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, help="Seed for weights, data order and noise.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Train the enhancer (Algorithm 1) on prepared clips; resumable, with logs, checkpoints and sample grids.
 
@@ -60,18 +77,16 @@ def train(
 
     if preset and config_file:
         raise UsageError("give --preset or --config, not both")
-    if precision not in {"fp32", "bf16", "fp16"}:
-        raise UsageError(f"unknown --precision {precision!r}: fp32, bf16 or fp16")
     explicit = bool(preset or config_file or set_)
     config = load_config_file(config_file) if config_file else load_preset(preset or "small")
-    overrides = dict(parse_set_option(item) for item in set_)
+    overrides = dict(parse_set_option(item) for item in set_ or [])
     training_overrides = {}
     for key, value in (("max_steps", max_steps), ("batch_size", batch_size), ("lr", lr), ("seed", seed)):
         if value is not None:
             training_overrides[f"training.{key}"] = value
     if any(k in training_overrides for k in ("training.batch_size", "training.lr", "training.seed")):
         explicit = True
-    config = config.replace(**{**overrides, **training_overrides}).validate()  # flags win over --set
+    config = config.with_overrides({**overrides, **training_overrides})  # flags win over --set
     _check_data(data, output)
     options = TrainOptions(
         data_dir=data,
@@ -80,7 +95,7 @@ def train(
         config_explicit=explicit,
         resume=resume,
         device=resolve_device(device),
-        precision=precision,
+        precision=precision.value,
         compile=compile_,
         workers=workers,
         overrides={k: v for k, v in training_overrides.items() if k == "training.max_steps"},

@@ -8,10 +8,16 @@ import numpy as np
 import torch
 
 
-def frame_generator(seed: int, frame_index: int) -> torch.Generator:
-    """A CPU generator for (video seed, frame index): independent streams from numpy's SeedSequence."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(frame_index)]).generate_state(1, np.uint64)[0]
+def keyed_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator for (seed, *keys): independent streams from numpy's SeedSequence (seed taken mod 2^32)."""
+    entropy = [int(seed) & 0xFFFFFFFF, *(int(k) for k in keys)]
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def frame_generator(seed: int, frame_index: int) -> torch.Generator:
+    """A CPU generator for (video seed, frame index)."""
+    return keyed_generator(seed, frame_index)
 
 
 def randn_per_sample(

@@ -1,0 +1,63 @@
+"""Trivial baselines scored beside the method: the identity image, the low frames upscaled, the paste."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def identity_baseline(identity: np.ndarray, n_frames: int, size: tuple[int, int]) -> np.ndarray:
+    """The (H, W, 3) identity image resized to `size` (h, w) and repeated: (F, h, w, 3) uint8."""
+    return np.repeat(resize(identity, size)[None], n_frames, axis=0)
+
+
+def paste_baseline(identity: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """(F, S, S, 3) uint8: each (F, L, L, 3) low frame's face pasted on the (S, S, 3) identity image."""
+    from facenhance_cli.pasting import locate_low_face, paste_low_face
+
+    matrix, _ = locate_low_face(identity, low[0])
+    return np.stack([paste_low_face(identity, frame, matrix) for frame in low])
+
+
+def bicubic_baseline(low: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(F, h0, w0, 3) uint8 low frames upscaled bicubically to `size` (h, w): (F, h, w, 3) uint8."""
+    import cv2
+
+    return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_CUBIC) for f in low])
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    if image.shape[:2] == size:
+        return image
+    shrink = image.shape[0] > size[0]
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+NEEDS = {
+    "identity": "an identity image",
+    "bicubic": "a low video",
+    "paste": "a low video and an identity image",
+}
+
+
+def baseline_videos(
+    baselines: tuple[str, ...], identity: np.ndarray | None, low: np.ndarray | None, gt: np.ndarray
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each asked-for baseline that one clip's inputs allow, like the (F, h, w, 3) `gt`; and the others' notes.
+
+    `identity` is already at the ground truth's size; `low` is the (F, L, L, 3) low video.
+    """
+    size = gt.shape[1:3]
+    videos: dict[str, np.ndarray] = {}
+    skipped: list[str] = []
+    for baseline in baselines:
+        if baseline == "identity" and identity is not None:
+            videos["identity"] = identity_baseline(identity, len(gt), size)
+        elif baseline == "bicubic" and low is not None:
+            videos["bicubic"] = bicubic_baseline(low, size)
+        elif baseline == "paste" and low is not None and identity is not None:
+            videos["paste"] = paste_baseline(identity, low)
+        else:
+            skipped.append(f"baseline {baseline} skipped: it needs {NEEDS.get(baseline, NEEDS['paste'])}")
+    return videos, skipped

@@ -1,0 +1,80 @@
+"""What `facenhance eval` computes: metric and baseline names, report keys, options and the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facenhance_cli.errors import UsageError
+
+METRICS = ("psnr", "ssim", "acd", "acd_i", "fvd", "lmk", "id_match", "sharpness")
+NEEDS_GT_LANDMARKS = {"lmk", "sharpness"}  # scored with the ground truth's 68 dlib landmarks
+BASELINES = ("identity", "bicubic", "paste")
+METHOD = "method"  # the generated videos; baselines are reported beside it under their own names
+# Report keys, in a stable order: a video-level value for each (FVD only exists over the set).
+VIDEO_KEYS = (
+    "psnr",
+    "ssim",
+    "acd",
+    "acd_i",
+    "lmk_nme",
+    "lmk_nme_mouth",
+    "lmk_nme_eyes",
+    "expr_nme",
+    "id_match",
+    "sharpness",
+)
+SUMMARY_KEYS = (*VIDEO_KEYS[:4], "fvd", *VIDEO_KEYS[4:])  # and FVD, over the whole set
+PSNR_INF_NOTE = (
+    'infinite values (PSNR of identical frames) are written as the string "inf"; missing ones as null'
+)
+FEW_VIDEOS_NOTE = "FVD over {n} videos is strongly biased (its 400-d covariance has rank < {n}); use >= {m}"
+
+
+@dataclass
+class EvalOptions:
+    """What to compute and how."""
+
+    metrics: tuple[str, ...] = METRICS
+    baselines: tuple[str, ...] = BASELINES
+    fvd_frames: int = 16  # the FVD convention (Unterthiner et al. 2018): 16-frame clips
+    i3d_batch: int = 4  # clips per I3D forward pass
+    device: str = "cpu"
+    cache_dir: Path | None = None  # None: no feature cache
+    weights_dir: Path | None = None
+    sheet_videos: int = 4
+    sheet_frames: int = 4
+
+
+@dataclass
+class EvalResult:
+    """The JSON-ready report and the frames kept for the contact sheet."""
+
+    report: dict[str, Any]
+    sheet: list[tuple[str, dict[str, np.ndarray]]] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """What is worth knowing about the report (a baseline that cannot be made for a clip), one line each."""
+        return self.report["notes"]
+
+    @property
+    def warnings(self) -> list[str]:
+        """What makes the report less than was asked for (a metric skipped, videos left out), one line each."""
+        return self.report["warnings"]
+
+
+def parse_names(text: str | None, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b') checked against `allowed`; 'all' -> allowed; 'none' or '' -> ()."""
+    if text is None or text.strip().lower() == "all":
+        return allowed
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if names in ([], ["none"]):
+        return ()
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise UsageError(f"unknown {what} {', '.join(unknown)}: choose from {', '.join(allowed)}")
+    return tuple(n for n in allowed if n in names)

@@ -1,0 +1,79 @@
+"""`prepare`'s settings, what it reports per clip and per run, and the names of the files it writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from facenhance_cli.faces.detection import DetectorName, LandmarkBackend
+    from facenhance_cli.prepare.inputs import Layout
+
+MANIFEST = "manifest.jsonl"
+SPLIT_FILE = "split.json"
+META = "meta.json"
+TMP_PREFIX = ".tmp-"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Every setting of `prepare` (defaults = the paper's MUG setting where it gives one)."""
+
+    frames: int = 32  # N frames per clip, resampled evenly from the segment
+    segment: str = "first-half"  # neutral -> apex half of MUG-like clips (paper Sec. 5.1)
+    size: int = 192  # high frames
+    low_size: int = 64  # low frames (aligned face on black)
+    layout: Layout = "auto"
+    split: float = 0.75  # train fraction of subjects
+    seed: int = 0
+    split_file: str | None = None
+    workers: int = 1
+    landmarks: LandmarkBackend = "auto"
+    detector: DetectorName = "auto"
+    device: str = "cpu"
+    weights_dir: str | None = None
+    subject_regex: str | None = None
+    crop_scale: float = 1.8  # high crop side / face size (landmark extent)
+    smooth: float = 1.0  # Gaussian sigma along time, in output frames
+    max_missing: float = 0.5  # skip a clip when more than this fraction of frames has no face
+    min_face: float = 40.0  # skip a clip whose face (landmark extent) is smaller, in source pixels
+    preview: bool = True
+    overwrite: bool = False
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change a clip's files (a finished clip made with others is reported)."""
+        keys = ("frames", "segment", "size", "low_size", "crop_scale", "smooth")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass
+class ClipResult:
+    """What happened to one clip: status "ok" (prepared now or earlier) or "failed" with a one-line reason."""
+
+    clip_id: str
+    source: str
+    subject: str
+    expression: str | None
+    status: str
+    reason: str | None = None
+    n_frames: int = 0
+    done_earlier: bool = False
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class PrepareReport:
+    """Outcome of a `prepare` run."""
+
+    results: list[ClipResult]
+    input_errors: list[str]
+    out_dir: Path
+    split_problems: list[str] = field(default_factory=list)  # an empty train or test split: why, what to do
+
+    @property
+    def n_ok(self) -> int:
+        """Clips with complete outputs (prepared now or earlier)."""
+        return sum(r.status == "ok" for r in self.results)

@@ -61,7 +61,9 @@ def main() -> None:
         else (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     )
     layout = "channels_last" if args.channels_last else "NCHW"
-    print(f"# forward pass, {'bf16' if args.bf16 else 'fp32'}, {layout}, {machine}, torch {torch.__version__}")
+    print(
+        f"# forward pass, {'bf16' if args.bf16 else 'fp32'}, {layout}, {machine}, torch {torch.__version__}"
+    )
     print("| preset | params | GFLOP/call | batch | ms | TFLOP/s | MFU |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in args.presets.split(","):

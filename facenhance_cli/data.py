@@ -230,7 +230,9 @@ class FrameDataset:
         import cv2
 
         size = frame.shape[0]
-        return cv2.warpAffine(frame, transforms[n], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpAffine(
+            frame, transforms[n], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
 
     def sample(self, position: int, flip: bool, gain: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """uint8 arrays low (L,L,3), identity, high, prev (S,S,3) [, pasted (S,S,3)] [, edit_mask (S,S,1)

@@ -48,6 +48,9 @@ class EnhanceOptions:
     shared_noise: bool | None = None  # None: the checkpoint's: one x_T for every frame of a video
     seed: int = 0
     batch_videos: int = 1
+    # Frames of one video per sampler call, for models without the previous frame (whose frames do not
+    # depend on each other); a model with it always takes 1. Results depend on it only by float rounding.
+    frames_per_call: int = 8
     device: str = "cpu"
     precision: Precision = "fp32"
     lossless: bool = False
@@ -467,26 +470,36 @@ def _make_sampling(model: Any, options: EnhanceOptions) -> _Sampling:
 
 
 def _step(active: list[_Video], sampling: _Sampling, run: _Run) -> list[_Video]:
-    """Frame n of every active video in one sampler call; returns the videos that have frames left."""
+    """The next frames of every active video in one sampler call (frame n, or frames n..n+k-1 of models
+    without the previous frame); returns the videos that have frames left."""
     from facenhance_cli.data import to_uint8
 
-    lows = [cast(np.ndarray, v.low) for v in active]  # videos whose frames ran out were finished
-    cond = _conditioning(active, lows, run.config, run.options.device)
-    frame = sampling.frame(cond, run.options.seed, [v.n for v in active], run.reporter.on_step)  # (B,3,S,S)
+    per_video = 1 if run.config.unet.use_prev_frame else max(1, run.options.frames_per_call)
+    rows = [(v, j, low) for v in active for j, low in enumerate(v.upcoming(per_video))]
+    videos, lows = [v for v, _, _ in rows], [low for _, _, low in rows]
+    cond = _conditioning(videos, lows, run.config, run.options.device)
+    indices = [v.n + j for v, j, _ in rows]
+    frame = sampling.frame(cond, run.options.seed, indices, run.reporter.on_step)  # (rows, 3, S, S)
     out_uint8 = to_uint8(frame)
-    still_active = []
-    for i, video in enumerate(active):
+    failed: set[int] = set()
+    for i, video in enumerate(videos):
+        if id(video) in failed:
+            continue
         try:
             video.advance(out_uint8[i], frame[i : i + 1])
         except Exception as exc:  # e.g. a container that refuses the audio codec
+            failed.add(id(video))
             run.report(video.close(exc))
+    still_active = []
+    for video in active:
+        if id(video) in failed:
             continue
         if video.low is None:
             run.report(video.close(None))
         else:
             still_active.append(video)
     if run.reporter.on_frame:
-        run.reporter.on_frame([v.job for v in active], len(active))
+        run.reporter.on_frame([v.job for v in videos], len(videos))
     return still_active
 
 
@@ -548,6 +561,17 @@ class _Video:
     n_frames: int  # from the container header (0 when unknown)
     started: float = field(default_factory=time.perf_counter)
     n: int = 0
+    ahead: list[np.ndarray] = field(default_factory=list)  # low frames read past frame n (upcoming)
+
+    def upcoming(self, k: int) -> list[np.ndarray]:
+        """Low frames n..n+k-1 (fewer at the end), read ahead; advance() consumes them in order."""
+        while len(self.ahead) < k - 1:
+            following = next(self.frames, None)
+            if following is None:
+                break
+            self.ahead.append(following)
+        assert self.low is not None  # videos whose frames ran out were finished
+        return [self.low, *self.ahead[: k - 1]]
 
     def advance(self, frame_uint8: np.ndarray, frame: torch.Tensor) -> None:
         """Write generated frame n (S, S, 3), keep it (1, 3, S, S) for frame n+1, read low frame n+1."""
@@ -565,7 +589,7 @@ class _Video:
             write_image(self.frames_dir / f"frame_{self.n:05d}.png", frame_uint8)
         self.prev = frame
         self.n += 1
-        self.low = next(self.frames, None)
+        self.low = self.ahead.pop(0) if self.ahead else next(self.frames, None)
 
     def close(self, error: BaseException | None) -> JobResult:
         """Close reader and writers (after `error`, deleting what they wrote) -> this video's result."""

@@ -459,3 +459,35 @@ def test_edit_masked_model_keeps_the_identity_image_away_from_the_head(tmp_path)
             p.add_(torch.randn_like(p) * 0.05)
     model = save_checkpoint(tmp_path / "masked.pt", config, net.state_dict())
     assert_identity_outside_the_edit_mask(model, tmp_path)
+
+
+@pytest.mark.parametrize("shared_noise", [False, True])
+def test_frames_batched_per_call_give_the_same_video(tmp_path, shared_noise):
+    """A model without the previous frame samples several frames of a video per call; the result is the
+    same video whatever the number per call, alone or beside another video (eta 1: fresh noise each step),
+    up to float rounding (a level on a few pixels)."""
+    config = edm_masked_config(192)
+    torch.manual_seed(0)
+    net = build_network(config)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model = save_checkpoint(tmp_path / "masked.pt", config, net.state_dict())
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    low, fps = read_video(examples / "low.mp4", max_frames=5)
+    write_video(tmp_path / "a.mkv", low, fps, lossless=True)
+    write_video(tmp_path / "b.mkv", low[::-1], fps, lossless=True)
+    noise = "--shared-noise" if shared_noise else "--per-frame-noise"
+    videos = {}
+    for per_call, batch in ((1, 1), (3, 1), (8, 2)):
+        out = tmp_path / f"out_{per_call}_{batch}"
+        result = enhance(
+            tmp_path / "a.mkv", tmp_path / "b.mkv", "-i", examples / "neutral.png", "-o", out, "--model", model,
+            "--lossless", "--frames-per-call", per_call, "--batch-videos", batch, "--eta", 1, noise,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        videos[per_call] = read_video(out / "a.mkv")[0]
+        assert len(videos[per_call]) == 5 and len(read_video(out / "b.mkv")[0]) == 5
+    for other in (videos[3], videos[8]):  # oneDNN's kernels for another batch size round differently
+        assert np.abs(videos[1].astype(int) - other).max() <= 1 and (videos[1] != other).mean() < 1e-4
+    assert not (videos[1][0] == videos[1][1]).all()

@@ -106,6 +106,15 @@ def enhance(
             help="Videos advanced together per network call (default: from device memory).",
         ),
     ] = None,
+    frames_per_call: Annotated[
+        int,
+        typer.Option(
+            "--frames-per-call",
+            min=1,
+            help="Frames of one video per network call, for models without the previous frame (their "
+            "frames are independent; results change only by float rounding).",
+        ),
+    ] = 8,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -190,7 +199,9 @@ def enhance(
     check_jobs(jobs, compare, save_frames)  # before the model loads: inputs safe, readable; outputs writable
     device_name = resolve_device(device)
     loaded = load_for_inference(find_model(model, models_dir), device_name)
-    if batch_videos is None:
+    if batch_videos is None and not device_name.startswith("cuda"):
+        batch_videos = default_batch_videos(device_name, 0.0)  # no cost count (it imports sympy) on the CPU
+    elif batch_videos is None:
         from facenhance_cli.costs import measure_cost
 
         batch_videos = default_batch_videos(device_name, measure_cost(loaded.config).gflop_per_call)
@@ -203,6 +214,7 @@ def enhance(
         shared_noise=shared_noise,
         seed=seed,
         batch_videos=batch_videos,
+        frames_per_call=frames_per_call,
         device=device_name,
         precision=precision.value,
         lossless=lossless,

@@ -88,6 +88,9 @@ def test_export_keeps_ema_drops_training_state_and_sets_recommendations(tmp_path
             str(tmp_path / "m.pt"),
             "--steps",
             "7",
+            "--spacing",
+            "karras",
+            "--shared-noise",
             "--trained-on",
             "x",
         ],
@@ -96,5 +99,8 @@ def test_export_keeps_ema_drops_training_state_and_sets_recommendations(tmp_path
     raw = torch.load(tmp_path / "m.pt", weights_only=True)
     assert "training" not in raw and raw["meta"] == {"step": 7, "trained_on": "x"}
     assert raw["config"]["sampling"]["steps"] == 7
+    assert raw["config"]["sampling"]["spacing"] == "karras" and raw["config"]["sampling"]["shared_noise"]
+    listing = CliRunner().invoke(app, ["models", "--models-dir", str(tmp_path)])
+    assert listing.exit_code == 0 and "ddim 7 karras, shared noise" in listing.output
     assert all(v.dtype == torch.float16 for v in raw["ema"].values() if v.is_floating_point())
     assert (tmp_path / "m.pt").stat().st_size < (tmp_path / "last.pt").stat().st_size / 3

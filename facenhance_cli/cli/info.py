@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from facenhance_cli.cli.choices import Sampler
+from facenhance_cli.cli.choices import Sampler, Spacing
 from facenhance_cli.cli.common import handle_errors, is_terminal
 
 
@@ -48,6 +48,8 @@ def presets(
                 "sampler": config.sampling.sampler,
                 "steps": config.sampling.steps,
                 "strength": config.sampling.strength,
+                "spacing": config.sampling.spacing,
+                "shared_noise": config.sampling.shared_noise,
                 "gflop_per_frame": round(cost.gflop_per_call * calls, 1),
             }
         )
@@ -70,7 +72,7 @@ def presets(
             str(r["image_size"]),
             f"{r['base_channels']}x" + ",".join(map(str, r["channel_mult"])),
             f"{r['prediction']} / {r['loss']}",
-            f"{r['sampler']} {r['steps']}" + (f" @ {r['strength']:g}" if r["strength"] < 1 else ""),
+            sampler_text(r),
             f"{r['gflop_per_frame']:.0f}",
         )
     Console(width=None if is_terminal() else 160).print(table)  # a pipe gets whole headers
@@ -113,6 +115,8 @@ def models(
                 "sampler": config.sampling.sampler,
                 "steps": config.sampling.steps,
                 "strength": config.sampling.strength,
+                "spacing": config.sampling.spacing,
+                "shared_noise": config.sampling.shared_noise,
             }
         )
     if as_json:
@@ -139,10 +143,18 @@ def models(
             f"{r['parameters'] / 1e6:.1f} M",
             f"{r['size_mb']}",
             str(r["trained_on"]),
-            f"{r['sampler']} {r['steps']}",
+            sampler_text(r),
             r["path"],
         )
     console.print(table)
+
+
+def sampler_text(row: dict[str, Any]) -> str:
+    """'ddim 4 karras, shared noise' from a presets/models row: the recommended sampler in one cell."""
+    text = f"{row['sampler']} {row['steps']}"
+    text += " karras" if row.get("spacing") == "karras" else ""
+    text += f" @ {row['strength']:g}" if row["strength"] < 1 else ""
+    return text + (", shared noise" if row.get("shared_noise") else "")
 
 
 @handle_errors
@@ -166,6 +178,17 @@ def export(
         float | None,
         typer.Option("--strength", help="Recommended DDIM strength (SDEdit start) stored with the model."),
     ] = None,
+    spacing: Annotated[
+        Spacing | None,
+        typer.Option("--spacing", help="Recommended DDIM timestep spacing stored with the model."),
+    ] = None,
+    shared_noise: Annotated[
+        bool | None,
+        typer.Option(
+            "--shared-noise/--per-frame-noise",
+            help="Recommended noise: one x_T for every frame of a video, or one per frame.",
+        ),
+    ] = None,
     trained_on: Annotated[
         str | None, typer.Option("--trained-on", help="What the model was trained on, for `models`.")
     ] = None,
@@ -188,6 +211,8 @@ def export(
             ("steps", steps),
             ("sampler", sampler.value if sampler else None),
             ("strength", strength),
+            ("spacing", spacing.value if spacing else None),
+            ("shared_noise", shared_noise),
         )
         if v is not None
     }

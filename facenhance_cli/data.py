@@ -20,6 +20,7 @@ import torch
 
 from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.errors import InputError, UsageError
+from facenhance_cli.fileio import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,7 @@ def read_manifest(data_dir: Path) -> list[ClipEntry]:
             f"{data_dir} has no manifest.jsonl: run `facenhance prepare VIDEOS -o {data_dir}` first"
         )
     entries = []
-    for line_no, line in enumerate(manifest.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(f"{manifest}:{line_no} is not valid JSON") from None
+    for row in read_jsonl(manifest, strict=True):
         if row.get("status") in FAILED_STATUSES:
             continue
         folder = data_dir / row["clip_id"]

@@ -424,6 +424,17 @@ def edm_masked_config(size: int):
     )
 
 
+def random_masked_model(tmp_path: Path) -> Path:
+    """An EDM, edit-masked tiny model at 192 px whose random weights edit everywhere they may."""
+    config = edm_masked_config(192)
+    torch.manual_seed(0)
+    net = build_network(config)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return save_checkpoint(tmp_path / "masked.pt", config, net.state_dict())
+
+
 def assert_identity_outside_the_edit_mask(model, tmp_path, n_frames=3):
     """Enhance the example's first frames losslessly; where the edit mask is 0 the output must be the
     identity image bit for bit, and inside it the model must have changed something."""
@@ -451,13 +462,7 @@ def assert_identity_outside_the_edit_mask(model, tmp_path, n_frames=3):
 def test_edit_masked_model_keeps_the_identity_image_away_from_the_head(tmp_path):
     """An EDM, edit-masked model with random weights (it edits everywhere it may) leaves every pixel
     outside the edit mask equal to the identity image."""
-    config = edm_masked_config(192)
-    torch.manual_seed(0)
-    net = build_network(config)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    model = save_checkpoint(tmp_path / "masked.pt", config, net.state_dict())
+    model = random_masked_model(tmp_path)
     assert_identity_outside_the_edit_mask(model, tmp_path)
 
 
@@ -466,13 +471,7 @@ def test_frames_batched_per_call_give_the_same_video(tmp_path, shared_noise):
     """A model without the previous frame samples several frames of a video per call; the result is the
     same video whatever the number per call, alone or beside another video (eta 1: fresh noise each step),
     up to float rounding (a level on a few pixels)."""
-    config = edm_masked_config(192)
-    torch.manual_seed(0)
-    net = build_network(config)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    model = save_checkpoint(tmp_path / "masked.pt", config, net.state_dict())
+    model = random_masked_model(tmp_path)
     examples = Path(__file__).resolve().parents[1] / "examples"
     low, fps = read_video(examples / "low.mp4", max_frames=5)
     write_video(tmp_path / "a.mkv", low, fps, lossless=True)

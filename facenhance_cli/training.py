@@ -124,10 +124,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_mismatch(saved: FacenhanceConfig, requested: FacenhanceConfig) -> str | None:
-    """The first key (other than how long/how often) where a resume's config differs from the checkpoint's."""
+    """The first key (other than how long/how often, and the sampling defaults, which training does not use)
+    where a resume's config differs from the checkpoint's."""
     a, b = _flatten(saved.to_dict()), _flatten(requested.to_dict())
     for key in sorted(a):
-        if key.split(".")[-1] in RESUME_MUTABLE or key == "name":
+        if key.split(".")[-1] in RESUME_MUTABLE or key == "name" or key.startswith("sampling."):
             continue
         if a[key] != b.get(key):
             return f"{key}: checkpoint has {a[key]!r}, asked for {b.get(key)!r}"
@@ -227,7 +228,9 @@ class Trainer:
             # No preset or config named: the run's own settings, with only what the command line gave.
             return saved.replace(**self.options.overrides) if self.options.overrides else saved
         training = {k: v for k, v in requested.to_dict()["training"].items() if k in RESUME_MUTABLE}
-        return saved.replace(**{f"training.{k}": v for k, v in training.items()})
+        changes = {f"training.{k}": v for k, v in training.items()}
+        changes.update({f"sampling.{k}": v for k, v in requested.to_dict()["sampling"].items()})
+        return saved.replace(**changes)
 
     def _autocast_dtype(self, precision: str) -> torch.dtype | None:
         if precision == "fp32":

@@ -331,3 +331,16 @@ def test_aligned_targets_move_the_head_back_onto_frame_zero(tmp_path):
     (clip / "meta.json").write_text(json.dumps({"clip_id": "s00_clip"}))
     unaligned = FrameDataset(read_manifest(data), 64, 64, align_targets=True).sample(1, flip=False)["high"]
     assert (unaligned == raw).all()
+
+
+def test_resume_takes_new_sampling_defaults(data_dir, tmp_path):
+    """Sampling defaults do not touch training: a resume with other ones is accepted and stores them."""
+    first = run_cli("train", data_dir, "-o", tmp_path / "run", *SMALL_SET, "--max-steps", 2, "--quiet")
+    assert first.exit_code == 0, first.output
+    result = run_cli(
+        "train", data_dir, "-o", tmp_path / "run", *SMALL_SET, "--set", "sampling.steps=3",
+        "--set", "sampling.shared_noise=true", "--max-steps", 3, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sampling = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"]["sampling"]
+    assert sampling["steps"] == 3 and sampling["shared_noise"] is True

@@ -342,12 +342,14 @@ def test_prepare_input_aligns_a_real_video_first(model_path, inputs, tmp_path, f
 @pytest.mark.slow
 def test_shipped_default_model_runs_without_model_flag_and_beats_the_identity(tmp_path):
     """The quick start exactly: found with no --model, its recommended sampler; closer to the ground truth
-    than copying the identity image (24.3 vs 23.2 dB when shipped)."""
+    than copying the identity image (32.75 vs 31.08 dB when shipped; the paste: 33.09); and, run
+    losslessly, away from the head every pixel is the identity image's."""
     from facenhance_cli.metrics.fidelity import psnr_frames
     from facenhance_cli.video import read_image
     from facenhance_cli.weights import DEFAULT_MODEL, find_model
 
-    assert find_model(None).name == f"{DEFAULT_MODEL}.pt"
+    default = find_model(None)
+    assert default.name == f"{DEFAULT_MODEL}.pt"
     examples = Path(__file__).resolve().parents[1] / "examples"
     out = tmp_path / "out.mp4"
     result = enhance(examples / "low.mp4", "--identity", examples / "neutral.png", "-o", out)
@@ -357,7 +359,8 @@ def test_shipped_default_model_runs_without_model_flag_and_beats_the_identity(tm
     assert video.shape == truth.shape == (32, 192, 192, 3) and out_fps == fps
     identity = np.repeat(read_image(examples / "neutral.png")[None], len(truth), 0)
     ours, copied = psnr_frames(video, truth), psnr_frames(identity, truth)
-    assert ours.mean() > copied[np.isfinite(copied)].mean() + 0.5
+    assert ours.mean() > copied[np.isfinite(copied)].mean() + 1.0
+    assert_identity_outside_the_edit_mask(default, tmp_path, n_frames=4)
 
 
 def test_pasted_frame_model_pastes_the_low_face_as_the_paste_baseline_does(inputs, tmp_path):

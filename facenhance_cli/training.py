@@ -470,67 +470,26 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Train from the current step to max_steps; checkpoints, validation and samples on the way."""
-        tc = self.tc
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "samples").mkdir(exist_ok=True)
-            write_text(self.run_dir / "config.toml", config_to_toml(self.config))
-            self._trim_log()
+        self._prepare_run_dir()
         start_step, start_time = self.step, time.perf_counter()
-        window_start, window_steps = time.perf_counter(), 0
+        window = _Window()
         # Ctrl-C only sets a flag, checked between steps: a checkpoint never holds a half-applied update.
-        interrupted = []
+        interrupted: list[int] = []
         previous_handler = None
         stats: dict[str, Any] = {"loss": 0.0}
         if threading.current_thread() is threading.main_thread():
             previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
         try:
-            while self.step < tc.max_steps:
+            while self.step < self.tc.max_steps:
                 if interrupted:
                     raise KeyboardInterrupt
                 stats = self.train_step()
-                window_steps += 1
-                step = self.step
-                elapsed = time.perf_counter() - window_start
-                record: dict[str, Any] = {"step": step}
-                saving = step % tc.checkpoint_every == 0 or step % tc.validate_every == 0
-                if step % tc.log_every == 0 or step == tc.max_steps or saving:
-                    record.update(self._read_stats(stats))
-                if step % tc.log_every == 0 or step == tc.max_steps:
-                    record["steps_per_s"] = window_steps / elapsed
-                    record["samples_per_s"] = window_steps * tc.batch_size / elapsed
-                    record["time"] = time.time()
-                    window_start, window_steps = time.perf_counter(), 0
-                    if self.dist.is_main:
-                        self._append_log(record)
-                    record["logged"] = True
-                if self.options.progress:
-                    self.options.progress(record)
-                if self.dist.is_main and (step % tc.validate_every == 0 or step == tc.max_steps):
-                    val = self.validation_loss()
-                    if val is not None:
-                        self._append_log({"step": step, "val_loss": val, "time": time.time()})
-                        if self.options.progress:
-                            self.options.progress({"step": step, "val_loss": val})
-                        if self.best_val is None or val < self.best_val:
-                            self.best_val = val
-                            save_checkpoint(
-                                self.run_dir / "best.pt",
-                                self.config,
-                                self.ema.state_dict(),
-                                {**self._meta(), "val_loss": val},
-                            )
-                if self.dist.is_main and (step % tc.sample_every == 0 or step == tc.max_steps):
-                    self.sample_grid(self.run_dir / "samples" / f"step_{step:07d}.png")
-                if step % tc.checkpoint_every == 0 or step == tc.max_steps:
-                    self.save_last()
-                    if self.dist.is_main:
-                        plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
+                self._report(stats, window)
+                self._periodic_work(self.step)
         except KeyboardInterrupt:
             self._read_stats(stats)  # never save a model whose last step diverged
             self.save_last()
-            if self.dist.is_main:
-                plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
+            self._plot()
             raise TrainingInterrupted(
                 f"interrupted at step {self.step}; checkpoint saved to {self.last_path}: rerun the same command to resume"
             ) from None
@@ -539,7 +498,7 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous_handler)
         if self.dist.is_main:
             save_checkpoint(self.run_dir / "final.pt", self.config, self.ema.state_dict(), self._meta())
-            plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
+        self._plot()
         return {
             "steps": self.step - start_step,
             "seconds": time.perf_counter() - start_time,
@@ -547,6 +506,68 @@ class Trainer:
             "best_val": self.best_val,
             "final": str(self.run_dir / "final.pt"),
         }
+
+    def _prepare_run_dir(self) -> None:
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "samples").mkdir(exist_ok=True)
+            write_text(self.run_dir / "config.toml", config_to_toml(self.config))
+            self._trim_log()
+
+    def _report(self, stats: dict[str, Any], window: _Window) -> None:
+        """Log (every log_every steps) and tell the progress callback; device values read only then."""
+        tc, step = self.tc, self.step
+        window.steps += 1
+        elapsed = time.perf_counter() - window.start
+        record: dict[str, Any] = {"step": step}
+        logging_now = step % tc.log_every == 0 or step == tc.max_steps
+        if logging_now or step % tc.checkpoint_every == 0 or step % tc.validate_every == 0:
+            record.update(self._read_stats(stats))
+        if logging_now:
+            record["steps_per_s"] = window.steps / elapsed
+            record["samples_per_s"] = window.steps * tc.batch_size / elapsed
+            record["time"] = time.time()
+            window.start, window.steps = time.perf_counter(), 0
+            if self.dist.is_main:
+                self._append_log(record)
+            record["logged"] = True
+        if self.options.progress:
+            self.options.progress(record)
+
+    def _periodic_work(self, step: int) -> None:
+        """Validation (and best.pt), the sample grid and last.pt when their cadence comes round."""
+        tc, last = self.tc, step == self.tc.max_steps
+        if self.dist.is_main and (step % tc.validate_every == 0 or last):
+            self._validate(step)
+        if self.dist.is_main and (step % tc.sample_every == 0 or last):
+            self.sample_grid(self.run_dir / "samples" / f"step_{step:07d}.png")
+        if step % tc.checkpoint_every == 0 or last:
+            self.save_last()
+            self._plot()
+
+    def _validate(self, step: int) -> None:
+        val = self.validation_loss()
+        if val is None:
+            return
+        self._append_log({"step": step, "val_loss": val, "time": time.time()})
+        if self.options.progress:
+            self.options.progress({"step": step, "val_loss": val})
+        if self.best_val is None or val < self.best_val:
+            self.best_val = val
+            meta = {**self._meta(), "val_loss": val}
+            save_checkpoint(self.run_dir / "best.pt", self.config, self.ema.state_dict(), meta)
+
+    def _plot(self) -> None:
+        if self.dist.is_main:
+            plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
+
+
+@dataclass
+class _Window:
+    """The steps and start time of the current logging window (for steps/s)."""
+
+    start: float = field(default_factory=time.perf_counter)
+    steps: int = 0
 
 
 def plot_loss_curve(log_path: Path, png_path: Path, width: int = 640, height: int = 360) -> None:

@@ -154,29 +154,7 @@ class Trainer:
         self.schedule = make_schedule(self.config.diffusion).to(self.device)
         self.prev_noise_std = self.config.conditioning.prev_noise_std
 
-        entries = read_manifest(options.data_dir)
-        train_entries = [e for e in entries if e.split == "train"]
-        val_entries = [e for e in entries if e.split == "test"]
-        if not train_entries:
-            raise InputError(f"no clips in the train split of {options.data_dir}")
-        size, low = self.config.unet.image_size, self.config.encoder.low_size
-        workers = max(1, options.workers)
-        inputs = {
-            "pasted": self.config.unet.use_pasted_frame,
-            "edit_mask": self.config.unet.use_edit_mask,
-            "align_targets": self.tc.align_targets,
-        }
-        self.train_data = FrameDataset(train_entries, size, low, workers=workers, **inputs)
-        self.val_data: FrameDataset | None = None
-        if val_entries:
-            try:
-                self.val_data = FrameDataset(val_entries, size, low, workers=workers, **inputs)
-            except InputError as exc:
-                log.warning("no validation: the test split is unreadable (%s)", exc)
-        if self.tc.batch_size > len(self.train_data):
-            raise UsageError(
-                f"batch size {self.tc.batch_size} is larger than the {len(self.train_data)} training frames"
-            )
+        self._load_data()
 
         torch.manual_seed(self.tc.seed)  # initial weights
         # channels_last: convolutions run 1.1-1.4x faster on CPU (oneDNN) and on tensor cores; the state
@@ -200,6 +178,33 @@ class Trainer:
                 self.network, device_ids=[self.dist.local_rank] if self.device.startswith("cuda") else None
             )
         self.forward = torch.compile(self.model) if options.compile else self.model
+
+    def _load_data(self) -> None:
+        """The train split (and the test split, for validation) as FrameDatasets with this model's inputs."""
+        options = self.options
+        entries = read_manifest(options.data_dir)
+        train_entries = [e for e in entries if e.split == "train"]
+        val_entries = [e for e in entries if e.split == "test"]
+        if not train_entries:
+            raise InputError(f"no clips in the train split of {options.data_dir}")
+        size, low = self.config.unet.image_size, self.config.encoder.low_size
+        workers = max(1, options.workers)
+        inputs = {
+            "pasted": self.config.unet.use_pasted_frame,
+            "edit_mask": self.config.unet.use_edit_mask,
+            "align_targets": self.tc.align_targets,
+        }
+        self.train_data = FrameDataset(train_entries, size, low, workers=workers, **inputs)
+        self.val_data: FrameDataset | None = None
+        if val_entries:
+            try:
+                self.val_data = FrameDataset(val_entries, size, low, workers=workers, **inputs)
+            except InputError as exc:
+                log.warning("no validation: the test split is unreadable (%s)", exc)
+        if self.tc.batch_size > len(self.train_data):
+            raise UsageError(
+                f"batch size {self.tc.batch_size} is larger than the {len(self.train_data)} training frames"
+            )
 
     # -- setup -------------------------------------------------------------------------------------------
     def _resume_payload(self) -> dict[str, Any] | None:

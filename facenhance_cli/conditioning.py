@@ -31,12 +31,3 @@ class Conditioning:
     def replace(self, **changes: Any) -> Conditioning:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
-
-    def to(self, device: torch.device | str) -> Conditioning:
-        """The same conditioning on `device`."""
-        moved: dict[str, Any] = {
-            f.name: (value.to(device) if value is not None else None)
-            for f in dataclasses.fields(self)
-            for value in [getattr(self, f.name)]
-        }
-        return Conditioning(**moved)

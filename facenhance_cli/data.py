@@ -202,13 +202,6 @@ class FrameDataset:
             self._paste_matrices[ci] = locate_low_face(clip.identity, clip.low[0])[0]
         return self._paste_matrices[ci]
 
-    def pasted_frame(self, ci: int, n: int) -> np.ndarray:
-        """(S, S, 3) uint8: low frame n of clip `ci` pasted onto its identity image."""
-        from facenhance_cli.pasting import paste_low_face
-
-        clip = self.clip(ci)
-        return paste_low_face(clip.identity, clip.low[n], self.paste_matrix(ci))
-
     def alignment(self, ci: int) -> np.ndarray | None:
         """(F, 2, 3) per-frame similarities taking clip `ci`'s high frame n onto frame 0 (= its identity
         image), fitted on the rigid landmarks `prepare` stored in meta.json; None without them."""

@@ -85,3 +85,22 @@ def write_low_clip(folder: Path, n_frames: int, size: int = 32) -> Path:
     write_video(folder / "in.mp4", low, 25)
     write_image(folder / "id.png", identity)
     return folder
+
+
+def foreign_identity_case(folder: Path) -> tuple[Path, Path, Path]:
+    """An untrained pasted-frame model, the example's first 2 low frames and an upside-down copy of its
+    identity image (not the low video's face): (model, low.mp4, upside_down.png) in `folder`."""
+    from facenhance_cli.checkpoint import save_checkpoint
+    from facenhance_cli.config import load_preset
+    from facenhance_cli.nn.unet import build_network
+    from facenhance_cli.video import read_image, read_video
+
+    config = load_preset("tiny").replace(
+        **{"unet.identity_skip": True, "unet.use_pasted_frame": True, "sampling.steps": 1}
+    )
+    model = save_checkpoint(folder / "pasted.pt", config, build_network(config).state_dict())
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    low, fps = read_video(examples / "low.mp4", max_frames=2)
+    write_video(folder / "low.mp4", low, fps)
+    write_image(folder / "upside_down.png", read_image(examples / "neutral.png")[::-1])
+    return model, folder / "low.mp4", folder / "upside_down.png"

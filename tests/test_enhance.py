@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic_clip
+from helpers import foreign_identity_case, synthetic_clip
 from typer.testing import CliRunner
 
 from facenhance_cli.checkpoint import save_checkpoint
@@ -393,19 +393,12 @@ def test_pasted_frame_model_pastes_the_low_face_as_the_paste_baseline_does(input
 def test_a_foreign_identity_gets_a_note(tmp_path):
     """The pasted-frame registration scores the match: the example's own identity passes silently, an
     upside-down one (not the face of the low video) gets a note."""
-    from facenhance_cli.video import read_image
 
-    config = load_preset("tiny").replace(
-        **{"unet.identity_skip": True, "unet.use_pasted_frame": True, "sampling.steps": 1}
-    )
-    model = save_checkpoint(tmp_path / "pasted.pt", config, build_network(config).state_dict())
+    model, low, upside_down = foreign_identity_case(tmp_path)
     examples = Path(__file__).resolve().parents[1] / "examples"
-    low, fps = read_video(examples / "low.mp4", max_frames=2)
-    write_video(tmp_path / "low.mp4", low, fps)
-    write_image(tmp_path / "upside_down.png", read_image(examples / "neutral.png")[::-1])
-    for identity, noted in ((examples / "neutral.png", False), (tmp_path / "upside_down.png", True)):
+    for identity, noted in ((examples / "neutral.png", False), (upside_down, True)):
         out = tmp_path / f"{identity.stem}.mp4"
-        result = enhance(tmp_path / "low.mp4", "--identity", identity, "-o", out, "--model", model, "-v")
+        result = enhance(low, "--identity", identity, "-o", out, "--model", model, "-v")
         assert result.exit_code == 0 and out.is_file(), result.output
         assert ("not found in the identity image" in result.output) == noted, result.output
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import make_prepared_dataset, save_tiny_model, synthetic_clip
+from helpers import foreign_identity_case, make_prepared_dataset, save_tiny_model, synthetic_clip
 from typer.testing import CliRunner
 
-from facenhance_cli.checkpoint import save_checkpoint
 from facenhance_cli.cli import app
-from facenhance_cli.config import load_preset
-from facenhance_cli.nn.unet import build_network
 from facenhance_cli.video import probe_video, write_image, write_video
 
 SIZE = 32
@@ -114,19 +111,9 @@ def test_the_summary_line_counts_everything_and_a_skip_is_never_silent(model_pat
 
 
 def test_wrong_person_warns_without_verbose(tmp_path):
-    from pathlib import Path
 
-    from facenhance_cli.video import read_image, read_video
-
-    config = load_preset("tiny").replace(
-        **{"unet.identity_skip": True, "unet.use_pasted_frame": True, "sampling.steps": 1}
-    )
-    model = save_checkpoint(tmp_path / "pasted.pt", config, build_network(config).state_dict())
-    examples = Path(__file__).resolve().parents[1] / "examples"
-    low, fps = read_video(examples / "low.mp4", max_frames=2)
-    write_video(tmp_path / "low.mp4", low, fps)
-    write_image(tmp_path / "upside_down.png", read_image(examples / "neutral.png")[::-1])
-    args = [tmp_path / "low.mp4", "-i", tmp_path / "upside_down.png", "-o", tmp_path / "o.mp4", "-m", model]
+    model, low, upside_down = foreign_identity_case(tmp_path)
+    args = [low, "-i", upside_down, "-o", tmp_path / "o.mp4", "-m", model]
     result = enhance(*args)
     assert (
         result.exit_code == 0

@@ -61,6 +61,7 @@ def main() -> None:
         config.encoder.low_size,
         pasted=True,
         edit_mask=True,
+        paste_detail_sigma=config.conditioning.paste_detail_sigma,
     )
     positions = []
     for ci in range(len(data.entries)):

@@ -103,7 +103,7 @@ def _names(keys: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def _state_mismatch(network: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+def state_mismatch(network: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
     """The first way `state` does not fit `network`, in one line: missing, unexpected or mis-shaped tensors."""
     expected = network.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -151,7 +151,7 @@ def load_for_inference(path: str | os.PathLike[str], device: str | torch.device 
     if not isinstance(ema, dict) or not all(isinstance(v, torch.Tensor) for v in ema.values()):
         raise CheckpointError(f"{path} is not a facenhance checkpoint (no EMA weights)")
     state = {k: v.float() if v.is_floating_point() else v for k, v in ema.items()}
-    mismatch = _state_mismatch(network, state)
+    mismatch = state_mismatch(network, state)
     if mismatch:
         raise CheckpointError(f"{path}: {mismatch}")
     try:

@@ -122,11 +122,13 @@ class FrameDataset:
         pasted: bool = False,
         edit_mask: bool = False,
         align_targets: bool = False,
+        paste_detail_sigma: float = 0.0,
     ) -> None:
         self.entries = list(entries)
         self.align_targets = align_targets  # high frames moved so their face sits where frame 0's does
         self._alignments: dict[int, np.ndarray | None] = {}  # clip index -> (F, 2, 3), None if no landmarks
         self.pasted = pasted  # samples carry the pasted frame (the low face on the identity image)
+        self.paste_detail_sigma = paste_detail_sigma  # conditioning.paste_detail_sigma
         self.edit_mask = edit_mask  # samples carry the edit mask (where the face may change)
         self._paste_matrices: dict[int, np.ndarray] = {}  # clip index -> low px to identity px
         self.image_size = image_size
@@ -238,7 +240,9 @@ class FrameDataset:
         if self.pasted:
             from facenhance_cli.pasting import paste_low_face
 
-            sample["pasted"] = paste_low_face(sample["identity"], sample["low"], self.paste_matrix(ci))
+            sample["pasted"] = paste_low_face(
+                sample["identity"], sample["low"], self.paste_matrix(ci), self.paste_detail_sigma
+            )
         if self.edit_mask:
             from facenhance_cli.pasting import edit_mask
 

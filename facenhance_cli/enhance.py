@@ -711,8 +711,9 @@ def _conditioning(active: list[_Video], lows: list[np.ndarray], config: Any, dev
     from facenhance_cli.pasting import edit_mask, paste_low_face
 
     matrices = [cast(np.ndarray, v.paste_matrix) for v in active]  # set in _open_video for these models
+    sigma = config.conditioning.paste_detail_sigma
     pasted = [
-        paste_low_face(v.identity_uint8, low, m) for v, low, m in zip(active, lows, matrices, strict=True)
+        paste_low_face(v.identity_uint8, low, m, sigma) for v, low, m in zip(active, lows, matrices, strict=True)
     ]
     cond = cond.replace(pasted_frame=to_model(pasted, device))
     if config.unet.use_edit_mask:

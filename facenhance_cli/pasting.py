@@ -132,15 +132,27 @@ def _default_matrix(size: int, low_size: int) -> np.ndarray:
     return np.array([[scale, 0.0, offset], [0.0, scale, offset]])
 
 
-def paste_low_face(identity_image: np.ndarray, low_frame: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """(S, S, 3) uint8: the low frame's face warped by `matrix` (low px -> identity px), feathered in."""
+def paste_low_face(
+    identity_image: np.ndarray, low_frame: np.ndarray, matrix: np.ndarray, detail_sigma: float = 0.0
+) -> np.ndarray:
+    """(S, S, 3) uint8: the low frame's face warped by `matrix` (low px -> identity px), feathered in.
+
+    With `detail_sigma` > 0 (px), inside the face only the paste's change at scales above a Gaussian of
+    that sigma is applied: identity + alpha (G(paste) - G(identity)). The low face, upscaled ~2-3x, has no
+    finer detail of its own, and where the expression leaves the skin as it was, the identity's pores,
+    hair and eyelashes are the truth's (a detail transfer; benchmarks/trivial_estimators.py).
+    """
     import cv2
 
     size = identity_image.shape[0]
     face = cv2.warpAffine(low_frame, matrix, (size, size), flags=cv2.INTER_CUBIC)  # (S, S, 3)
     alpha = cv2.warpAffine(low_face_mask(low_frame), matrix, (size, size), flags=cv2.INTER_LINEAR)
     alpha = cv2.GaussianBlur(alpha, (0, 0), FEATHER_SIGMA)[..., None]  # (S, S, 1) in [0, 1]
-    pasted = alpha * face.astype(np.float32) + (1.0 - alpha) * identity_image.astype(np.float32)
+    identity = identity_image.astype(np.float32)
+    pasted = alpha * face.astype(np.float32) + (1.0 - alpha) * identity
+    if detail_sigma > 0:
+        change = cv2.GaussianBlur(pasted, (0, 0), detail_sigma) - cv2.GaussianBlur(identity, (0, 0), detail_sigma)
+        pasted = identity + alpha * change
     return np.clip(pasted + 0.5, 0, 255).astype(np.uint8)
 
 

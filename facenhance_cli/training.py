@@ -77,6 +77,8 @@ class TrainOptions:
     workers: int = 1  # threads decoding clips when the data is loaded
     progress: Callable[[dict[str, Any]], None] | None = None  # called with each log record
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted training.* keys applied on resume
+    init_state: dict[str, torch.Tensor] | None = None  # --init: a new run starts from these weights
+    init_source: str = ""  # where init_state came from, for messages
 
 
 @dataclass
@@ -170,6 +172,8 @@ class Trainer:
         self.best_val: float | None = None
         if resume_payload is not None:
             self._restore(resume_payload)
+        elif options.init_state is not None:
+            self._initialise(options.init_state, options.init_source)
         self.model: torch.nn.Module = self.network
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -193,6 +197,7 @@ class Trainer:
             "pasted": self.config.unet.use_pasted_frame,
             "edit_mask": self.config.unet.use_edit_mask,
             "align_targets": self.tc.align_targets,
+            "paste_detail_sigma": self.config.conditioning.paste_detail_sigma,
         }
         self.train_data = FrameDataset(train_entries, size, low, workers=workers, **inputs)
         self.val_data: FrameDataset | None = None
@@ -255,6 +260,16 @@ class Trainer:
         self.best_val = state.get("best_val")
         if state.get("torch_rng") is not None:
             torch.set_rng_state(state["torch_rng"])
+
+    def _initialise(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """--init: the network and its EMA start from `state` (a fine-tune); optimiser and step start fresh."""
+        from facenhance_cli.checkpoint import state_mismatch
+
+        mismatch = state_mismatch(self.network, state)
+        if mismatch:
+            raise UsageError(f"--init {source} does not fit this run's config: {mismatch}")
+        self.network.load_state_dict(state)
+        self.ema.load_state_dict(state)
 
     # -- one step ----------------------------------------------------------------------------------------
     def _batch(self, step: int) -> tuple[torch.Tensor, Conditioning, dict[str, torch.Tensor]]:

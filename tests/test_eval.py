@@ -277,6 +277,8 @@ def test_full_metrics_baselines_cache_csv_and_sheet(dataset: Path, tmp_path: Pat
     assert ident["acd"] == 0.0  # a static video
     assert ident["acd_i"] == 0.0 and ident["id_match"] == 1.0  # identity.png is the clip's first frame
     assert bicubic["psnr"] > 20 and bicubic["fvd"] is not None and ident["fvd"] > r["fvd"] >= 0
+    # The detail paste keeps the identity's fine texture the 64 px paste lost.
+    assert r["baselines"]["detail"]["sharpness"] > paste["sharpness"]
 
     # Rerun: every feature comes from the cache and the report is the same.
     again = ev.evaluate(pairs, options).report
@@ -287,7 +289,7 @@ def test_full_metrics_baselines_cache_csv_and_sheet(dataset: Path, tmp_path: Pat
     text = ev.report_csv_text(r)
     lines = text.strip().splitlines()
     assert lines[0].split(",") == list(ev.CSV_COLUMNS)
-    assert len(lines) == 1 + 2 * 4 + 2 * 4  # header, 2 videos x 4 methods, mean and std per method
+    assert len(lines) == 1 + 2 * 5 + 2 * 5  # header, 2 videos x 5 methods, mean and std per method
     ev.write_report_csv(tmp_path / "r.csv", r)
     assert (tmp_path / "r.csv").read_text() == text
 
@@ -295,7 +297,7 @@ def test_full_metrics_baselines_cache_csv_and_sheet(dataset: Path, tmp_path: Pat
 
     ev.write_contact_sheet(tmp_path / "sheet.png", result)
     sheet = read_image(tmp_path / "sheet.png")
-    rows = 6  # low, output, ground truth, identity, bicubic, paste
+    rows = 7  # low, output, ground truth, identity, bicubic, paste, detail
     assert sheet.shape == (2 * (ev.SHEET_HEADER + rows * 192), ev.SHEET_LABEL_WIDTH + 3 * 192, 3)
 
 
@@ -370,7 +372,7 @@ def test_cli_happy_path_json_to_stdout(dataset: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["settings"]["n_videos"] == 2 and report["psnr"] > 20
-    assert set(report["baselines"]) == {"identity", "bicubic", "paste"}  # the CLI default
+    assert set(report["baselines"]) == {"identity", "bicubic", "paste", "detail"}  # the CLI default
     assert (tmp_path / "r.csv").is_file() and (tmp_path / "s.png").is_file()
 
 

@@ -107,3 +107,26 @@ def test_paste_keeps_the_identity_outside_and_the_low_face_inside():
     np.testing.assert_array_equal(pasted[:10], identity[:10])  # far from the face: untouched
     centre = (truth @ [31.5, 31.5, 1.0]).round().astype(int)
     assert (np.abs(pasted[centre[1], centre[0]].astype(int) - [250, 10, 10]) <= 3).all()
+
+
+def test_detail_paste_keeps_the_identity_detail_and_the_low_face_change():
+    """conditioning.paste_detail_sigma: inside the face the identity's fine texture stays (the plain paste
+    loses it to the 64 px low frame), the low face's coarse change is applied, outside nothing moves."""
+    identity = textured_image()
+    truth = similarity(2.4, 0.0, 20.0, 20.0)
+    low = low_face_of(identity, truth)
+    low[16:48, 16:48] = np.clip(low[16:48, 16:48].astype(int) + 60, 0, 255)  # a brighter face: coarse change
+    plain = paste_low_face(identity, low, truth).astype(float)
+    detail = paste_low_face(identity, low, truth, detail_sigma=2.0).astype(float)
+    np.testing.assert_array_equal(detail[:10], identity[:10])
+
+    def fine(image: np.ndarray) -> np.ndarray:
+        return image - cv2.GaussianBlur(image, (0, 0), 2.0)
+
+    inner = (slice(70, 110), slice(70, 110))  # well inside the brightened square (low px 16..48 -> 58..135)
+    ident_fine = fine(identity.astype(float))[inner]
+    detail_err = np.abs(fine(detail)[inner] - ident_fine).mean()
+    plain_err = np.abs(fine(plain)[inner] - ident_fine).mean()
+    assert detail_err < 0.5 * plain_err  # the identity's fine texture kept, the plain paste's lost
+    brightening = (detail[inner] - identity[inner].astype(float)).mean()
+    assert 40 < brightening < 70  # the coarse change the low face carries is applied

@@ -344,3 +344,29 @@ def test_resume_takes_new_sampling_defaults(data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     sampling = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"]["sampling"]
     assert sampling["steps"] == 3 and sampling["shared_noise"] is True
+
+
+def test_init_fine_tunes_from_a_model_with_its_config(data_dir, tmp_path):
+    """--init starts a new run from another model's EMA weights and config (--set on top); a rerun resumes
+    the new run; weights that do not fit the asked-for config are refused in one line."""
+    first = run_cli("train", data_dir, "-o", tmp_path / "a", *SMALL_SET, "--max-steps", 3, "--quiet")
+    assert first.exit_code == 0, first.output
+    source = torch.load(tmp_path / "a" / "final.pt", weights_only=True)
+    cmd = ["train", data_dir, "-o", tmp_path / "b", "--init", tmp_path / "a", "--quiet"]
+    tuned = run_cli(*cmd, "--set", "conditioning.paste_detail_sigma=1.5", "--max-steps", 1)
+    assert tuned.exit_code == 0, tuned.output
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert state["training"]["step"] == 1  # a new run: its own step count
+    assert state["config"]["unet"] == source["config"]["unet"]  # the init model's network, not the preset's
+    assert state["config"]["conditioning"]["paste_detail_sigma"] == 1.5
+    # One optimiser step at the tiny lr moves the weights only a little from the init's.
+    key = next(k for k, v in source["ema"].items() if v.is_floating_point() and v.numel() > 100)
+    moved = (state["training"]["model"][key].float() - source["ema"][key].float()).abs().max()
+    assert 0 < moved < 0.05
+    again = run_cli(*cmd, "--set", "conditioning.paste_detail_sigma=1.5", "--max-steps", 2)
+    assert again.exit_code == 0, again.output  # the same command resumes
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["training"]["step"] == 2
+    wider = run_cli("train", data_dir, "-o", tmp_path / "c", "--init", tmp_path / "a", *SMALL_SET,
+                    "--set", "unet.base_channels=16", "--max-steps", 1, "--quiet")  # fmt: skip
+    assert wider.exit_code == 2 and "does not fit this run's config" in wider.output
+    assert not (tmp_path / "c" / "last.pt").exists()

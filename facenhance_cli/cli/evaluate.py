@@ -144,9 +144,10 @@ def evaluate(
         str,
         typer.Option(
             "--baseline",
-            help="Comma list of identity,bicubic,paste (the low face warped onto the identity image), or none.",
+            help="Comma list of identity,bicubic,paste (the low face warped onto the identity image),detail "
+            "(the paste keeping the identity's fine detail), or none.",
         ),
-    ] = "identity,bicubic,paste",
+    ] = "identity,bicubic,paste,detail",
     json_out: Annotated[
         str | None,
         typer.Option("--json", help="Write the report as JSON to FILE, or to stdout with '-'."),

@@ -39,6 +39,14 @@ def train(
         int | None, typer.Option("--batch-size", help="Global batch size (split over DDP processes).")
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Start a new run from this model's weights (a file, run folder or model name) and, without "
+            "--preset/--config, its config: fine-tuning. A RUN that holds last.pt resumes instead.",
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -78,7 +86,11 @@ def train(
     if preset and config_file:
         raise UsageError("give --preset or --config, not both")
     explicit = bool(preset or config_file or set_)
-    config = load_config_file(config_file) if config_file else load_preset(preset or "small")
+    init_model = _load_init(init) if init else None
+    if init_model is not None and not (preset or config_file):
+        config = init_model.config
+    else:
+        config = load_config_file(config_file) if config_file else load_preset(preset or "small")
     overrides = dict(parse_set_option(item) for item in set_ or [])
     training_overrides = {}
     for key, value in (("max_steps", max_steps), ("batch_size", batch_size), ("lr", lr), ("seed", seed)):
@@ -99,6 +111,8 @@ def train(
         compile=compile_,
         workers=workers,
         overrides={k: v for k, v in training_overrides.items() if k == "training.max_steps"},
+        init_state=init_model.network.state_dict() if init_model is not None else None,
+        init_source=str(init_model.path) if init_model is not None else "",
     )
     if quiet:
         summary = run_training(options)
@@ -111,6 +125,14 @@ def train(
             f"model: {summary['final']}",
             err=True,
         )
+
+
+def _load_init(init: str):
+    """The model `--init` names (EMA weights and config), through the same lookup as `enhance --model`."""
+    from facenhance_cli.checkpoint import load_for_inference
+    from facenhance_cli.weights import find_model
+
+    return load_for_inference(find_model(init))
 
 
 def _check_data(data: Path, run_dir: Path) -> None:

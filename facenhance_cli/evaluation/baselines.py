@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
+DETAIL_SIGMA = 2.0  # px at 192: the detail baseline's Gaussian, as the small preset's paste_detail_sigma
+
 
 def identity_baseline(identity: np.ndarray, n_frames: int, size: tuple[int, int]) -> np.ndarray:
     """The (H, W, 3) identity image resized to `size` (h, w) and repeated: (F, h, w, 3) uint8."""
     return np.repeat(resize(identity, size)[None], n_frames, axis=0)
 
 
-def paste_baseline(identity: np.ndarray, low: np.ndarray) -> np.ndarray:
-    """(F, S, S, 3) uint8: each (F, L, L, 3) low frame's face pasted on the (S, S, 3) identity image."""
+def paste_baseline(identity: np.ndarray, low: np.ndarray, detail_sigma: float = 0.0) -> np.ndarray:
+    """(F, S, S, 3) uint8: each (F, L, L, 3) low frame's face pasted on the (S, S, 3) identity image;
+    with `detail_sigma` (px at 192) keeping the identity's finer detail (`pasting.paste_low_face`)."""
     from facenhance_cli.pasting import locate_low_face, paste_low_face
 
     matrix, _ = locate_low_face(identity, low[0])
-    return np.stack([paste_low_face(identity, frame, matrix) for frame in low])
+    sigma = detail_sigma * identity.shape[0] / 192
+    return np.stack([paste_low_face(identity, frame, matrix, sigma) for frame in low])
 
 
 def bicubic_baseline(low: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -38,6 +42,7 @@ NEEDS = {
     "identity": "an identity image",
     "bicubic": "a low video",
     "paste": "a low video and an identity image",
+    "detail": "a low video and an identity image",
 }
 
 
@@ -58,6 +63,8 @@ def baseline_videos(
             videos["bicubic"] = bicubic_baseline(low, size)
         elif baseline == "paste" and low is not None and identity is not None:
             videos["paste"] = paste_baseline(identity, low)
+        elif baseline == "detail" and low is not None and identity is not None:
+            videos["detail"] = paste_baseline(identity, low, DETAIL_SIGMA)
         else:
             skipped.append(f"baseline {baseline} skipped: it needs {NEEDS.get(baseline, NEEDS['paste'])}")
     return videos, skipped

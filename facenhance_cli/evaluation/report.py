@@ -32,6 +32,8 @@ BASELINE_DEFINITIONS = {
     "bicubic": "each low frame upscaled bicubically to the ground truth's size (not pasted on the identity)",
     "paste": "each low frame's face warped onto the identity image (warp registered from the first "
     "low frame, as models with unet.use_pasted_frame condition on) and feathered in",
+    "detail": "the paste with the identity image's detail finer than a Gaussian of 2 px (at 192 px) kept "
+    "inside the face (conditioning.paste_detail_sigma)",
 }
 
 

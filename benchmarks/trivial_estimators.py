@@ -37,14 +37,51 @@ def paste_alpha(low_frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndar
     return cv2.GaussianBlur(alpha, (0, 0), FEATHER_SIGMA)[..., None]
 
 
-def detail_transfer(identity: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, sigma: float) -> np.ndarray:
-    """identity + alpha * (G(pasted) - G(identity)): the paste's shading with the identity's texture."""
+def detail_transfer(
+    identity: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, sigma: float, gate: float = 0.0
+) -> np.ndarray:
+    """identity + alpha * (G(pasted) - G(identity)): the paste's shading with the identity's texture.
+
+    With `gate` (levels) > 0 the identity's texture is kept only where the coarse change is small, by
+    w = exp(-(|change| / gate)^2), and the plain paste is taken where the expression moved features."""
     ident = identity.astype(np.float32)
     low_change = cv2.GaussianBlur(pasted.astype(np.float32), (0, 0), sigma) - cv2.GaussianBlur(ident, (0, 0), sigma)
-    return np.clip(ident + alpha * low_change + 0.5, 0, 255).astype(np.uint8)
+    out = ident + alpha * low_change
+    if gate > 0:
+        size = np.abs(low_change).mean(axis=-1, keepdims=True)  # (S, S, 1)
+        keep = cv2.GaussianBlur(np.exp(-((size / gate) ** 2)), (0, 0), sigma)[..., None]
+        out = keep * out + (1 - keep) * pasted.astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def clip_scores(clip: Path, sigmas: list[float], hedges: list[float], max_frames: int) -> dict[str, float]:
+def write_estimate(folder: Path, clip: Path, video: np.ndarray) -> None:
+    from facenhance_cli.video import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_video(folder / f"{clip.name}.mkv", video, fps=25, lossless=True)
+
+
+def with_true_head_motion(video: np.ndarray, clip: Path) -> np.ndarray | None:
+    """An oracle, not a method: each frame moved by the ground truth's own head motion since frame 0 (the
+    similarity prepare's landmarks give), which no input of `enhance` carries. What motion costs."""
+    from facenhance_cli.data import head_alignments
+
+    transforms = head_alignments(clip / "meta.json", video.shape[1])
+    if transforms is None:
+        return None
+    size = video.shape[1]
+    return np.stack(
+        [
+            cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)
+            for f, m in zip(video, transforms, strict=False)
+        ]
+    )  # fmt: skip
+
+
+def clip_scores(
+    clip: Path, sigmas: list[float], hedges: list[float], gates: list[float], max_frames: int, write: Path | None
+) -> dict[str, float]:
     gt, _ = read_video(clip / "high.mkv", max_frames)
     low, _ = read_video(clip / "low.mkv", max_frames)
     identity = cv2.cvtColor(cv2.imread(str(clip / "identity.png")), cv2.COLOR_BGR2RGB)
@@ -56,6 +93,17 @@ def clip_scores(clip: Path, sigmas: list[float], hedges: list[float], max_frames
     for sigma in sigmas:
         video = np.stack([detail_transfer(identity, p, a, sigma) for p, a in zip(pasted, alphas, strict=True)])
         scores[f"detail {sigma:g}"] = mean_psnr(video, gt)
+        for gate in gates:
+            video = np.stack(
+                [detail_transfer(identity, p, a, sigma, gate) for p, a in zip(pasted, alphas, strict=True)]
+            )
+            scores[f"detail {sigma:g} gate {gate:g}"] = mean_psnr(video, gt)
+            if write is not None:
+                write_estimate(write / f"detail{sigma:g}_gate{gate:g}", clip, video)
+                moved = with_true_head_motion(video, clip)
+                if moved is not None:
+                    scores[f"oracle motion {sigma:g} gate {gate:g}"] = mean_psnr(moved, gt)
+                    write_estimate(write / f"oracle_detail{sigma:g}_gate{gate:g}", clip, moved)
     for w in hedges:
         video = np.clip(identity.astype(np.float32) + w * (pasted.astype(np.float32) - identity) + 0.5, 0, 255)
         scores[f"hedge {w:g}"] = mean_psnr(video.astype(np.uint8), gt)
@@ -66,13 +114,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("test_dir", type=Path)
     parser.add_argument("--sigma", type=float, nargs="+", default=[1.5, 2.0, 3.0])
-    parser.add_argument("--hedge", type=float, nargs="+", default=[0.5, 0.75])
+    parser.add_argument("--hedge", type=float, nargs="*", default=[0.5, 0.75])
+    parser.add_argument("--gate", type=float, nargs="*", default=[], help="levels; see detail_transfer")
     parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--write", type=Path, help="write each gated detail video here (to `eval` them)")
     args = parser.parse_args()
     clips = sorted(p for p in args.test_dir.iterdir() if (p / "high.mkv").exists())
     rows = []
     for clip in clips:
-        scores = clip_scores(clip, args.sigma, args.hedge, args.frames)
+        scores = clip_scores(clip, args.sigma, args.hedge, args.gate, args.frames, args.write)
         rows.append(scores)
         print(clip.name[:28].ljust(28), " ".join(f"{k}={v:.2f}" for k, v in scores.items()), flush=True)
     print("mean".ljust(28), " ".join(f"{k}={np.mean([r[k] for r in rows]):.2f}" for k in rows[0]))

@@ -53,6 +53,8 @@ class EnhanceOptions:
     frames_per_call: int = 8
     device: str = "cpu"
     precision: Precision = "fp32"
+    backend: str = "torch"  # what runs the network's forward: torch (the reference) or openvino (CPU)
+    threads: int | None = None  # CPU threads of the openvino backend (None: torch's count)
     lossless: bool = False
     save_frames: bool = False
     compare: bool = False
@@ -455,11 +457,9 @@ def _make_sampling(model: Any, options: EnhanceOptions) -> _Sampling:
         {f"sampling.{key}": value for key, value in flags.items()},
         names={f"sampling.{key}": f"--{key.replace('_', '-')}" for key in flags},
     ).sampling
-    if options.precision == "fp16" and not options.device.startswith("cuda"):
-        raise UsageError("--precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
-    autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
+    network, autocast = _forward_pass(model, options)
     schedule = make_schedule(config.diffusion)
-    denoiser = make_denoiser(model.network, config, schedule, autocast)
+    denoiser = make_denoiser(network, config, schedule, autocast)
     sampler_options: dict[str, Any] = {}
     if sampling.sampler == "ddim":
         sampler_options = dict(
@@ -467,6 +467,19 @@ def _make_sampling(model: Any, options: EnhanceOptions) -> _Sampling:
         )
     sampler = get_sampler(sampling.sampler)
     return _Sampling(denoiser, sampler, schedule, sampler_options, sampling.shared_noise, config.conditioning)
+
+
+def _forward_pass(model: Any, options: EnhanceOptions) -> tuple[Any, torch.dtype | None]:
+    """The network's forward on the chosen backend, and the autocast dtype torch runs it in."""
+    from facenhance_cli.backends import make_network
+
+    if options.precision == "fp16" and not options.device.startswith("cuda"):
+        raise UsageError("--precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
+    if options.backend != "torch":  # the backend computes in `precision` itself
+        threads = options.threads or torch.get_num_threads()
+        return make_network(model.network, model.config, options.backend, options.precision, threads), None
+    autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
+    return model.network, autocast
 
 
 def _step(active: list[_Video], sampling: _Sampling, run: _Run) -> list[_Video]:

@@ -26,6 +26,23 @@ def _weights_env() -> None:
         os.environ["FACENHANCE_WEIGHTS"] = str(SHARED / "weights")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _reference_backend(tmp_path_factory) -> None:
+    """`enhance` runs on torch, the reference, unless a test asks for another backend; converted graphs
+    are cached in a temporary folder, not the user's cache."""
+    os.environ["FACENHANCE_BACKEND"] = "torch"
+    os.environ["FACENHANCE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def require_openvino() -> None:
+    """OpenVINO (the optional `openvino` extra): CI installs it, so there a missing one fails."""
+    from facenhance_cli.backends import openvino_installed
+
+    if not openvino_installed():
+        _missing("openvino is not installed: pip install -e '.[openvino]'")
+
+
 @pytest.fixture
 def require_weight():
     """`require_weight(name)` -> Path of a third-party file found through the weights lookup."""

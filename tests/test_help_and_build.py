@@ -137,7 +137,7 @@ def test_cli_choices_are_the_pipelines_choices():
     """The CLI's Enums (kept apart so --help imports nothing heavy) list exactly what the code accepts."""
     import typing
 
-    from facenhance_cli import config
+    from facenhance_cli import backends, config
     from facenhance_cli.cli import choices
     from facenhance_cli.faces import DETECTORS, LANDMARK_BACKENDS
     from facenhance_cli.prepare import LAYOUTS
@@ -146,6 +146,7 @@ def test_cli_choices_are_the_pipelines_choices():
         (choices.Precision, typing.get_args(config.Precision)),
         (choices.Sampler, typing.get_args(config.SamplerName)),
         (choices.Spacing, typing.get_args(config.Spacing)),
+        (choices.Backend, backends.BACKENDS),
         (choices.Layout, LAYOUTS),
         (choices.Landmarks, LANDMARK_BACKENDS),
         (choices.Detector, DETECTORS),

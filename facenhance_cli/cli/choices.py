@@ -1,7 +1,7 @@
 """The command line's fixed choices as Enums: Typer lists them in --help and Click refuses anything else.
 
 Each mirrors the Literal or tuple of the module it feeds (config.Precision, config.SamplerName,
-config.Spacing, prepare's LAYOUTS, faces' LANDMARK_BACKENDS and DETECTORS);
+config.Spacing, backends.BACKENDS, prepare's LAYOUTS, faces' LANDMARK_BACKENDS and DETECTORS);
 tests/test_help_and_build.py checks that they agree. Kept here, not built from those modules, so that
 `facenhance --help` imports none of them.
 """
@@ -17,6 +17,14 @@ class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+
+
+class Backend(str, Enum):
+    """What runs the network's forward pass: auto (openvino on the CPU when installed), torch or openvino."""
+
+    auto = "auto"
+    torch = "torch"
+    openvino = "openvino"
 
 
 class Sampler(str, Enum):

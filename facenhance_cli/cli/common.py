@@ -7,13 +7,23 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEBUG_ENV = "FACENHANCE_DEBUG"
+
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads (default: OMP_NUM_THREADS, else the cores this process may use: affinity and "
+        "cgroup quota). On a busy machine idle threads sleep (OMP_WAIT_POLICY=PASSIVE) unless it is set.",
+    ),
+]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from facenhance_cli.cli.choices import Precision, Sampler, Spacing
-from facenhance_cli.cli.common import handle_errors, is_terminal
+from facenhance_cli.cli.choices import Backend, Precision, Sampler, Spacing
+from facenhance_cli.cli.common import Threads, handle_errors, is_terminal
 
 
 def register(app: typer.Typer) -> None:
@@ -124,9 +124,23 @@ def enhance(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")] = "auto",
     precision: Annotated[
-        Precision,
-        typer.Option("--precision", help="fp32 | bf16 | fp16 (bf16 autocast also on the CPU; fp16 on CUDA)."),
-    ] = Precision.fp32,
+        Precision | None,
+        typer.Option(
+            "--precision",
+            help="fp32 | bf16 | fp16 (bf16 also on the CPU; fp16 on CUDA). Default: bf16 on the openvino "
+            "backend where the CPU has it, else fp32.",
+        ),
+    ] = None,
+    backend: Annotated[
+        Backend,
+        typer.Option(
+            "--backend",
+            envvar="FACENHANCE_BACKEND",
+            help="What runs the network: torch (the reference), openvino (CPU; pip install "
+            "'facenhance[openvino]'), or auto: openvino on the CPU when installed, else torch.",
+        ),
+    ] = Backend.auto,
+    threads: Threads = None,
     lossless: Annotated[
         bool,
         typer.Option(
@@ -178,6 +192,10 @@ def enhance(
     Frame count and fps are kept; audio is passed through. Outputs are written to a temporary file and
     renamed, so an interrupted batch resumes by rerunning the same command (existing outputs are skipped).
     """
+    from facenhance_cli.threads import use_threads
+
+    thread_plan = use_threads(threads)  # first: OpenMP reads its settings when torch loads
+    from facenhance_cli.backends import resolve_backend, resolve_precision
     from facenhance_cli.checkpoint import load_for_inference
     from facenhance_cli.cli.common import resolve_device
     from facenhance_cli.enhance import (
@@ -198,6 +216,8 @@ def enhance(
     jobs = take_shard(jobs, k, n)
     check_jobs(jobs, compare, save_frames)  # before the model loads: inputs safe, readable; outputs writable
     device_name = resolve_device(device)
+    backend_name = resolve_backend(backend.value, device_name)
+    precision_name = resolve_precision(precision.value if precision else None, backend_name)
     loaded = load_for_inference(find_model(model, models_dir), device_name)
     if batch_videos is None and not device_name.startswith("cuda"):
         batch_videos = default_batch_videos(device_name, 0.0)  # no cost count (it imports sympy) on the CPU
@@ -216,7 +236,9 @@ def enhance(
         batch_videos=batch_videos,
         frames_per_call=frames_per_call,
         device=device_name,
-        precision=precision.value,
+        precision=precision_name,
+        backend=backend_name,
+        threads=thread_plan.threads,
         lossless=lossless,
         save_frames=save_frames,
         compare=compare,
@@ -227,6 +249,9 @@ def enhance(
     )
     show_progress = is_terminal() and not quiet
     results, notes = _run(jobs, loaded, options, show_progress)
+    notes.insert(0, f"network on {backend_name} in {precision_name}, {thread_plan.threads} CPU threads")
+    if thread_plan.note:
+        notes.insert(1, thread_plan.note)
     _print_results(results, notes, len(jobs), output, talk=(verbose or is_terminal()) and not quiet)
 
 

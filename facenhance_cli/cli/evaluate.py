@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from facenhance_cli.cli.common import handle_errors, is_terminal
+from facenhance_cli.cli.common import Threads, handle_errors, is_terminal
 
 HELP = (
     "Score generated videos against ground truth, beside trivial baselines.\n\n"
@@ -195,7 +195,11 @@ def evaluate(
             "unpaired videos); the report is still written.",
         ),
     ] = False,
+    threads: Threads = None,
 ) -> None:
+    from facenhance_cli.threads import use_threads
+
+    use_threads(threads)  # first: OpenMP reads its settings when torch loads
     from rich.console import Console
 
     from facenhance_cli import evaluation as ev

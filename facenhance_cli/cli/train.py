@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from facenhance_cli.cli.choices import Precision
-from facenhance_cli.cli.common import handle_errors, is_terminal
+from facenhance_cli.cli.common import Threads, handle_errors, is_terminal
 
 
 def register(app: typer.Typer) -> None:
@@ -70,6 +70,7 @@ def train(
         int | None, typer.Option("--seed", min=0, help="Seed for weights, data order and noise.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    threads: Threads = None,
 ) -> None:
     """Train the enhancer (Algorithm 1) on prepared clips; resumable, with logs, checkpoints and sample grids.
 
@@ -77,6 +78,9 @@ def train(
     `enhance --model RUN` loads), RUN/log.jsonl, RUN/config.toml, RUN/loss.png and RUN/samples/*.png.
     Multi-GPU: `torchrun --nproc_per_node N -m facenhance_cli train ...`.
     """
+    from facenhance_cli.threads import use_threads
+
+    use_threads(threads)  # first: OpenMP reads its settings when torch loads
     from facenhance_cli.cli.common import resolve_device
     from facenhance_cli.config import load_config_file, load_preset, parse_set_option
     from facenhance_cli.errors import UsageError

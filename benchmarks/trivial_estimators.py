@@ -45,7 +45,9 @@ def detail_transfer(
     With `gate` (levels) > 0 the identity's texture is kept only where the coarse change is small, by
     w = exp(-(|change| / gate)^2), and the plain paste is taken where the expression moved features."""
     ident = identity.astype(np.float32)
-    low_change = cv2.GaussianBlur(pasted.astype(np.float32), (0, 0), sigma) - cv2.GaussianBlur(ident, (0, 0), sigma)
+    low_change = cv2.GaussianBlur(pasted.astype(np.float32), (0, 0), sigma) - cv2.GaussianBlur(
+        ident, (0, 0), sigma
+    )
     out = ident + alpha * low_change
     if gate > 0:
         size = np.abs(low_change).mean(axis=-1, keepdims=True)  # (S, S, 1)
@@ -80,7 +82,12 @@ def with_true_head_motion(video: np.ndarray, clip: Path) -> np.ndarray | None:
 
 
 def clip_scores(
-    clip: Path, sigmas: list[float], hedges: list[float], gates: list[float], max_frames: int, write: Path | None
+    clip: Path,
+    sigmas: list[float],
+    hedges: list[float],
+    gates: list[float],
+    max_frames: int,
+    write: Path | None,
 ) -> dict[str, float]:
     gt, _ = read_video(clip / "high.mkv", max_frames)
     low, _ = read_video(clip / "low.mkv", max_frames)
@@ -89,9 +96,14 @@ def clip_scores(
     size = identity.shape[0]
     pasted = np.stack([paste_low_face(identity, f, matrix) for f in low])
     alphas = [paste_alpha(f, matrix, size) for f in low]
-    scores = {"identity": mean_psnr(np.repeat(identity[None], len(gt), 0), gt), "paste": mean_psnr(pasted, gt)}
+    scores = {
+        "identity": mean_psnr(np.repeat(identity[None], len(gt), 0), gt),
+        "paste": mean_psnr(pasted, gt),
+    }
     for sigma in sigmas:
-        video = np.stack([detail_transfer(identity, p, a, sigma) for p, a in zip(pasted, alphas, strict=True)])
+        video = np.stack(
+            [detail_transfer(identity, p, a, sigma) for p, a in zip(pasted, alphas, strict=True)]
+        )
         scores[f"detail {sigma:g}"] = mean_psnr(video, gt)
         for gate in gates:
             video = np.stack(
@@ -105,7 +117,9 @@ def clip_scores(
                     scores[f"oracle motion {sigma:g} gate {gate:g}"] = mean_psnr(moved, gt)
                     write_estimate(write / f"oracle_detail{sigma:g}_gate{gate:g}", clip, moved)
     for w in hedges:
-        video = np.clip(identity.astype(np.float32) + w * (pasted.astype(np.float32) - identity) + 0.5, 0, 255)
+        video = np.clip(
+            identity.astype(np.float32) + w * (pasted.astype(np.float32) - identity) + 0.5, 0, 255
+        )
         scores[f"hedge {w:g}"] = mean_psnr(video.astype(np.uint8), gt)
     return scores
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facenhance_cli.accel import to_device
 from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.errors import InputError, UsageError
 from facenhance_cli.fileio import read_jsonl
@@ -293,10 +294,12 @@ def conditioning_from_samples(samples: Sequence[dict[str, np.ndarray]], device: 
     """The Conditioning of a list of `FrameDataset.sample` dicts; prev_frame is the clean previous frame."""
 
     def images(key: str) -> torch.Tensor | None:
-        return to_tensor([s[key] for s in samples]).to(device) if key in samples[0] else None
+        return to_device(to_tensor([s[key] for s in samples]), device) if key in samples[0] else None
 
     masks = (
-        to_mask_tensor([s["edit_mask"] for s in samples]).to(device) if "edit_mask" in samples[0] else None
+        to_device(to_mask_tensor([s["edit_mask"] for s in samples]), device)
+        if "edit_mask" in samples[0]
+        else None
     )
     identity, low = images("identity"), images("low")
     assert identity is not None and low is not None  # every sample has them

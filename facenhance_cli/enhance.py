@@ -316,9 +316,10 @@ def prepared_low_frames(path: Path, low_size: int, weights_dir: Path | None = No
 
 def to_model(images: list[np.ndarray], device: str) -> torch.Tensor:
     """uint8 (H,W,3) images -> (B,3,H,W) float32 in [-1, 1] on `device`."""
+    from facenhance_cli.accel import to_device
     from facenhance_cli.data import to_tensor
 
-    return to_tensor(images).to(device)
+    return to_device(to_tensor(images), device)
 
 
 def display_name(path: Path) -> str:
@@ -471,8 +472,10 @@ def _make_sampling(model: Any, options: EnhanceOptions) -> _Sampling:
 
 def _forward_pass(model: Any, options: EnhanceOptions) -> tuple[Any, torch.dtype | None]:
     """The network's forward on the chosen backend, and the autocast dtype torch runs it in."""
+    from facenhance_cli.accel import configure_cuda_math
     from facenhance_cli.backends import make_network
 
+    configure_cuda_math(options.device)
     if options.precision == "fp16" and not options.device.startswith("cuda"):
         raise UsageError("--precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
     if options.backend != "torch":  # the backend computes in `precision` itself
@@ -711,6 +714,7 @@ def _frames_dir_exit(tmp: Path, final: Path) -> Callable[..., bool]:
 def _conditioning(active: list[_Video], lows: list[np.ndarray], config: Any, device: str) -> Any:
     """Frame n's Conditioning for the active videos: low frames, identity, clean previous frames, and the
     pasted frame and edit mask for models that use them."""
+    from facenhance_cli.accel import to_device
     from facenhance_cli.conditioning import Conditioning
     from facenhance_cli.data import to_mask_tensor
 
@@ -726,11 +730,12 @@ def _conditioning(active: list[_Video], lows: list[np.ndarray], config: Any, dev
     matrices = [cast(np.ndarray, v.paste_matrix) for v in active]  # set in _open_video for these models
     sigma = config.conditioning.paste_detail_sigma
     pasted = [
-        paste_low_face(v.identity_uint8, low, m, sigma) for v, low, m in zip(active, lows, matrices, strict=True)
+        paste_low_face(v.identity_uint8, low, m, sigma)
+        for v, low, m in zip(active, lows, matrices, strict=True)
     ]
     cond = cond.replace(pasted_frame=to_model(pasted, device))
     if config.unet.use_edit_mask:
         size = config.unet.image_size
         masks = [edit_mask(low, m, size)[..., None] for low, m in zip(lows, matrices, strict=True)]
-        cond = cond.replace(edit_mask=to_mask_tensor(masks).to(device))  # (B, 1, S, S)
+        cond = cond.replace(edit_mask=to_device(to_mask_tensor(masks), device))  # (B, 1, S, S)
     return cond

@@ -151,7 +151,9 @@ def paste_low_face(
     identity = identity_image.astype(np.float32)
     pasted = alpha * face.astype(np.float32) + (1.0 - alpha) * identity
     if detail_sigma > 0:
-        change = cv2.GaussianBlur(pasted, (0, 0), detail_sigma) - cv2.GaussianBlur(identity, (0, 0), detail_sigma)
+        change = cv2.GaussianBlur(pasted, (0, 0), detail_sigma) - cv2.GaussianBlur(
+            identity, (0, 0), detail_sigma
+        )
         pasted = identity + alpha * change
     return np.clip(pasted + 0.5, 0, 255).astype(np.uint8)
 

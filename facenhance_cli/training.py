@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from facenhance_cli import __version__
+from facenhance_cli.accel import configure_cuda_math, optimizer_options, to_device
 from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint, save_checkpoint
 from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import FacenhanceConfig, config_to_toml
@@ -153,6 +154,7 @@ class Trainer:
                 f"batch size {self.tc.batch_size} must be divisible by the {self.dist.world_size} processes"
             )
         self.local_batch = self.tc.batch_size // self.dist.world_size
+        configure_cuda_math(self.device)
         self.schedule = make_schedule(self.config.diffusion).to(self.device)
         self.prev_noise_std = self.config.conditioning.prev_noise_std
 
@@ -165,7 +167,12 @@ class Trainer:
         self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.ema = copy.deepcopy(self.network).eval().requires_grad_(False)
         opt_cls = torch.optim.AdamW if self.tc.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(self.network.parameters(), lr=self.tc.lr, weight_decay=self.tc.weight_decay)
+        self.optimizer = opt_cls(
+            self.network.parameters(),
+            lr=self.tc.lr,
+            weight_decay=self.tc.weight_decay,
+            **optimizer_options(self.device),
+        )
         self.autocast_dtype = self._autocast_dtype(options.precision)
         self.scaler = torch.amp.GradScaler("cuda") if options.precision == "fp16" else None
         self.step = 0
@@ -289,11 +296,11 @@ class Trainer:
             if self.tc.color_jitter > 0:  # drawn last, so runs without it keep their random streams
                 gain = 1 + self.tc.color_jitter * (2 * torch.rand(3, generator=gen).numpy() - 1)
             samples.append(self.train_data.sample(positions[k], flip, gain))
-        x0 = to_tensor([s["high"] for s in samples]).to(self.device)
+        x0 = to_device(to_tensor([s["high"] for s in samples]), self.device)
         noise = {
-            "t": torch.tensor(ts, device=self.device),
-            "eps": torch.stack(eps).to(self.device),
-            "z": torch.stack(zs).to(self.device),
+            "t": to_device(torch.tensor(ts), self.device),
+            "eps": to_device(torch.stack(eps), self.device),
+            "z": to_device(torch.stack(zs), self.device),
         }
         return x0, conditioning_from_samples(samples, self.device), noise
 

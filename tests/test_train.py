@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -363,10 +364,13 @@ def test_init_fine_tunes_from_a_model_with_its_config(data_dir, tmp_path):
     key = next(k for k, v in source["ema"].items() if v.is_floating_point() and v.numel() > 100)
     moved = (state["training"]["model"][key].float() - source["ema"][key].float()).abs().max()
     assert 0 < moved < 0.05
-    again = run_cli(*cmd, "--set", "conditioning.paste_detail_sigma=1.5", "--max-steps", 2)
-    assert again.exit_code == 0, again.output  # the same command resumes
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["training"]["step"] == 2
     wider = run_cli("train", data_dir, "-o", tmp_path / "c", "--init", tmp_path / "a", *SMALL_SET,
                     "--set", "unet.base_channels=16", "--max-steps", 1, "--quiet")  # fmt: skip
     assert wider.exit_code == 2 and "does not fit this run's config" in wider.output
     assert not (tmp_path / "c" / "last.pt").exists()
+    shutil.rmtree(tmp_path / "a")  # the init model is not needed to resume
+    again = run_cli(*cmd, "--set", "conditioning.paste_detail_sigma=1.5", "--max-steps", 2)
+    assert again.exit_code == 0, again.output  # the same command resumes
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["training"]["step"] == 2
+    other = run_cli(*cmd, "--set", "conditioning.paste_detail_sigma=1.0", "--max-steps", 3)
+    assert other.exit_code == 2 and "another config" in other.output  # a changed --set is still refused

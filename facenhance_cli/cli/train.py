@@ -90,9 +90,12 @@ def train(
     if preset and config_file:
         raise UsageError("give --preset or --config, not both")
     explicit = bool(preset or config_file or set_)
-    init_model = _load_init(init) if init else None
-    if init_model is not None and not (preset or config_file):
-        config = init_model.config
+    # --init starts a new run only: a folder that holds last.pt resumes from it, without reading the init
+    # model (which may be gone by then); the run's own config stands in for the init model's.
+    resuming = (output / "last.pt").is_file()
+    init_model = _load_init(init) if init and not resuming else None
+    if init and not (preset or config_file):
+        config = init_model.config if init_model is not None else _run_config(output / "last.pt")
     else:
         config = load_config_file(config_file) if config_file else load_preset(preset or "small")
     overrides = dict(parse_set_option(item) for item in set_ or [])
@@ -129,6 +132,13 @@ def train(
             f"model: {summary['final']}",
             err=True,
         )
+
+
+def _run_config(last: Path):
+    """The config stored in a run's last.pt."""
+    from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint
+
+    return checkpoint_config(read_checkpoint(last), last)
 
 
 def _load_init(init: str):

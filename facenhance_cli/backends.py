@@ -9,6 +9,7 @@ the converted graph is cached on disk, keyed by the weights, the config, the net
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import warnings
@@ -54,8 +55,9 @@ def resolve_precision(requested: Precision | None, backend: str) -> Precision:
     return "bf16" if backend == "openvino" and openvino_cpu_has_bf16() else "fp32"
 
 
+@functools.cache
 def openvino_cpu_has_bf16() -> bool:
-    """True when OpenVINO's CPU plugin computes in bfloat16 natively (AVX512-BF16 or AMX)."""
+    """True when OpenVINO's CPU plugin computes in bfloat16 natively (AVX512-BF16 or AMX); asked once."""
     import openvino as ov
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

@@ -6,11 +6,13 @@ already has. Estimators, all from the identity image and the low video only (wha
   identity     the identity image, repeated,
   paste        the low face pasted (`pasting.paste_low_face`), what the eval baseline scores,
   detail       the paste's low frequencies plus the identity's high frequencies inside the paste's
-               alpha: identity + alpha * (G(paste) - G(identity)), G a Gaussian of --sigma px,
+               alpha: `paste_low_face(..., detail_sigma)` (the `detail` eval baseline, small's base),
+  detail gate  the detail paste where the coarse change is small, the plain paste where it is not,
+  oracle       (with --write) the gated detail moved by the truth's own head motion: not a method,
   hedge W      identity + W * (paste - identity).
 PSNR as `eval` reports it: per frame, identical frames left out, mean over frames, then over clips.
 
-    python benchmarks/trivial_estimators.py PREPARED_TEST_DIR [--sigma 1.5 2 3] [--frames 32]
+    python benchmarks/trivial_estimators.py PREPARED_TEST_DIR [--sigma 1.5 2 3] [--gate 8 16] [--write DIR]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import cv2
 import numpy as np
 
 from facenhance_cli.metrics.fidelity import psnr_frames
-from facenhance_cli.pasting import FEATHER_SIGMA, locate_low_face, low_face_mask, paste_low_face
+from facenhance_cli.pasting import locate_low_face, paste_low_face
 from facenhance_cli.video import read_video
 
 
@@ -31,28 +33,17 @@ def mean_psnr(video: np.ndarray, gt: np.ndarray) -> float:
     return float(values[np.isfinite(values)].mean())
 
 
-def paste_alpha(low_frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """(S, S, 1) float32: the pasted face's feathered alpha, as `paste_low_face` blends it."""
-    alpha = cv2.warpAffine(low_face_mask(low_frame), matrix, (size, size), flags=cv2.INTER_LINEAR)
-    return cv2.GaussianBlur(alpha, (0, 0), FEATHER_SIGMA)[..., None]
-
-
-def detail_transfer(
-    identity: np.ndarray, pasted: np.ndarray, alpha: np.ndarray, sigma: float, gate: float = 0.0
+def gated(
+    identity: np.ndarray, plain: np.ndarray, detail: np.ndarray, sigma: float, gate: float
 ) -> np.ndarray:
-    """identity + alpha * (G(pasted) - G(identity)): the paste's shading with the identity's texture.
-
-    With `gate` (levels) > 0 the identity's texture is kept only where the coarse change is small, by
-    w = exp(-(|change| / gate)^2), and the plain paste is taken where the expression moved features."""
-    ident = identity.astype(np.float32)
-    low_change = cv2.GaussianBlur(pasted.astype(np.float32), (0, 0), sigma) - cv2.GaussianBlur(
-        ident, (0, 0), sigma
+    """The detail paste where the coarse change |G(plain) - G(identity)| is small, the plain paste where the
+    expression moved features: weight exp(-(change / gate)^2), change in levels, G of `sigma` px."""
+    change = cv2.GaussianBlur(plain.astype(np.float32), (0, 0), sigma) - cv2.GaussianBlur(
+        identity.astype(np.float32), (0, 0), sigma
     )
-    out = ident + alpha * low_change
-    if gate > 0:
-        size = np.abs(low_change).mean(axis=-1, keepdims=True)  # (S, S, 1)
-        keep = cv2.GaussianBlur(np.exp(-((size / gate) ** 2)), (0, 0), sigma)[..., None]
-        out = keep * out + (1 - keep) * pasted.astype(np.float32)
+    keep = np.exp(-((np.abs(change).mean(axis=-1) / gate) ** 2))  # (S, S)
+    keep = cv2.GaussianBlur(keep, (0, 0), sigma)[..., None]
+    out = keep * detail.astype(np.float32) + (1 - keep) * plain.astype(np.float32)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -93,21 +84,17 @@ def clip_scores(
     low, _ = read_video(clip / "low.mkv", max_frames)
     identity = cv2.cvtColor(cv2.imread(str(clip / "identity.png")), cv2.COLOR_BGR2RGB)
     matrix, _ = locate_low_face(identity, low[0])
-    size = identity.shape[0]
     pasted = np.stack([paste_low_face(identity, f, matrix) for f in low])
-    alphas = [paste_alpha(f, matrix, size) for f in low]
     scores = {
         "identity": mean_psnr(np.repeat(identity[None], len(gt), 0), gt),
         "paste": mean_psnr(pasted, gt),
     }
     for sigma in sigmas:
-        video = np.stack(
-            [detail_transfer(identity, p, a, sigma) for p, a in zip(pasted, alphas, strict=True)]
-        )
-        scores[f"detail {sigma:g}"] = mean_psnr(video, gt)
+        detail = np.stack([paste_low_face(identity, f, matrix, sigma) for f in low])
+        scores[f"detail {sigma:g}"] = mean_psnr(detail, gt)
         for gate in gates:
             video = np.stack(
-                [detail_transfer(identity, p, a, sigma, gate) for p, a in zip(pasted, alphas, strict=True)]
+                [gated(identity, p, d, sigma, gate) for p, d in zip(pasted, detail, strict=True)]
             )
             scores[f"detail {sigma:g} gate {gate:g}"] = mean_psnr(video, gt)
             if write is not None:
@@ -129,7 +116,7 @@ def main() -> None:
     parser.add_argument("test_dir", type=Path)
     parser.add_argument("--sigma", type=float, nargs="+", default=[1.5, 2.0, 3.0])
     parser.add_argument("--hedge", type=float, nargs="*", default=[0.5, 0.75])
-    parser.add_argument("--gate", type=float, nargs="*", default=[], help="levels; see detail_transfer")
+    parser.add_argument("--gate", type=float, nargs="*", default=[], help="levels; see gated()")
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--write", type=Path, help="write each gated detail video here (to `eval` them)")
     args = parser.parse_args()

@@ -12,12 +12,16 @@ def identity_baseline(identity: np.ndarray, n_frames: int, size: tuple[int, int]
     return np.repeat(resize(identity, size)[None], n_frames, axis=0)
 
 
-def paste_baseline(identity: np.ndarray, low: np.ndarray, detail_sigma: float = 0.0) -> np.ndarray:
+def paste_baseline(
+    identity: np.ndarray, low: np.ndarray, detail_sigma: float = 0.0, matrix: np.ndarray | None = None
+) -> np.ndarray:
     """(F, S, S, 3) uint8: each (F, L, L, 3) low frame's face pasted on the (S, S, 3) identity image;
-    with `detail_sigma` (px at 192) keeping the identity's finer detail (`pasting.paste_low_face`)."""
+    with `detail_sigma` (px at 192) keeping the identity's finer detail (`pasting.paste_low_face`).
+    `matrix`: the low-to-identity warp when already registered (else from the first low frame)."""
     from facenhance_cli.pasting import locate_low_face, paste_low_face
 
-    matrix, _ = locate_low_face(identity, low[0])
+    if matrix is None:
+        matrix, _ = locate_low_face(identity, low[0])
     sigma = detail_sigma * identity.shape[0] / 192
     return np.stack([paste_low_face(identity, frame, matrix, sigma) for frame in low])
 
@@ -56,15 +60,20 @@ def baseline_videos(
     size = gt.shape[1:3]
     videos: dict[str, np.ndarray] = {}
     skipped: list[str] = []
+    matrix = None  # the paste's registration, shared by the paste and detail baselines
+    if low is not None and identity is not None and {"paste", "detail"} & set(baselines):
+        from facenhance_cli.pasting import locate_low_face
+
+        matrix, _ = locate_low_face(identity, low[0])
     for baseline in baselines:
         if baseline == "identity" and identity is not None:
             videos["identity"] = identity_baseline(identity, len(gt), size)
         elif baseline == "bicubic" and low is not None:
             videos["bicubic"] = bicubic_baseline(low, size)
         elif baseline == "paste" and low is not None and identity is not None:
-            videos["paste"] = paste_baseline(identity, low)
+            videos["paste"] = paste_baseline(identity, low, matrix=matrix)
         elif baseline == "detail" and low is not None and identity is not None:
-            videos["detail"] = paste_baseline(identity, low, DETAIL_SIGMA)
+            videos["detail"] = paste_baseline(identity, low, DETAIL_SIGMA, matrix)
         else:
             skipped.append(f"baseline {baseline} skipped: it needs {NEEDS.get(baseline, NEEDS['paste'])}")
     return videos, skipped

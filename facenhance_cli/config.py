@@ -24,6 +24,9 @@ Preconditioning = Literal["none", "edm"]
 SamplerName = Literal["ddim", "ddpm"]
 Spacing = Literal["trailing", "karras"]
 Optimizer = Literal["adam", "adamw"]
+# mse: one squared error over the batch. relative: each sample's error over its base's (the mean of log-MSE,
+# i.e. of PSNR, not of MSE: a near-static clip counts as much as a moving one).
+LossScale = Literal["mse", "relative"]
 Precision = Literal["fp32", "bf16", "fp16"]  # bf16 autocast runs on the CPU too; fp16 needs CUDA
 
 
@@ -139,6 +142,11 @@ class TrainingConfig:
     # Move each target frame's head onto frame 0's (the identity image's) pose with a similarity fitted on
     # prepare's rigid landmarks: the model cannot know head motion, so a moved head only teaches it to blur.
     align_targets: bool = False
+    # edm only. mse: the masked squared error summed over the batch, so samples the base gets badly wrong
+    # (big moves) dominate and near-static ones, where any edit costs PSNR, hardly count. relative: each
+    # sample's error is divided by its base's own (`diffusion.precond.edm_loss`), which weighs every sample
+    # as mean per-frame PSNR does.
+    loss_scale: LossScale = "mse"
     checkpoint_every: int = 5000
     validate_every: int = 5000
     sample_every: int = 5000
@@ -197,6 +205,13 @@ class FacenhanceConfig:
         _check_network(self.unet, self.encoder, self.diffusion)
         _check_schedule_and_sampling(self.diffusion, self.sampling, self.conditioning)
         _check_training(self.training)
+        if self.training.loss_scale == "relative" and not (
+            self.diffusion.preconditioning == "edm" and self.unet.identity_skip
+        ):
+            raise UsageError(
+                "training.loss_scale = 'relative' needs diffusion.preconditioning = 'edm' and "
+                "unet.identity_skip (a base to compare against)"
+            )
         return self
 
 

@@ -372,7 +372,8 @@ class Trainer:
         """Scalar loss of a model output (its parameterization) for the true (x0, eps)."""
         d = self.config.diffusion
         if d.preconditioning == "edm":
-            return edm_loss(output, x0, t, self.schedule, d.sigma_data, cond.edit_mask)
+            base = cond.base if self.tc.loss_scale == "relative" else None
+            return edm_loss(output, x0, t, self.schedule, d.sigma_data, cond.edit_mask, relative_to=base)
         return diffusion_loss(self.schedule, d.prediction, d.loss, output, x_t, t, x0, eps)
 
     @torch.no_grad()

@@ -135,3 +135,43 @@ def test_schedule_to_moves_every_tensor_and_keeps_float64():
     for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_variance"):
         assert getattr(moved, name).device.type == "meta" and getattr(moved, name).dtype == torch.float64
     assert moved.num_timesteps == schedule.num_timesteps
+
+
+def test_relative_edm_loss_weighs_each_sample_by_its_base_error(schedule):
+    """loss_scale = relative: each sample's masked EDM loss times sigma_data^2 / (base MSE + floor^2), so
+    the same fraction of the base's error costs the same on a static sample as on a moving one."""
+    from facenhance_cli.diffusion.precond import RELATIVE_FLOOR_RMS, edm_coefficients, edm_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1
+    base_error = torch.tensor([0.5, 0.05]).view(2, 1, 1, 1)  # a big move, a near-static sample
+    base = x0 + base_error
+    x0_pred = x0 + base_error / 2  # each halves its base's error
+    mask = (torch.rand(2, 1, 8, 8, generator=gen) > 0.3).float()
+    t, sd = torch.tensor([999, 999]), 0.2
+    relative = edm_loss(x0_pred, x0, t, schedule, sd, mask, relative_to=base)
+    c_out = edm_coefficients(schedule, t, sd, x0)[2].flatten()
+    per_sample = (
+        (base_error.flatten() / 2) ** 2
+        / c_out**2
+        * sd**2
+        / (base_error.flatten() ** 2 + RELATIVE_FLOOR_RMS**2)
+    )
+    assert torch.allclose(relative, per_sample.mean(), rtol=1e-5)
+    assert torch.allclose(per_sample[0], per_sample[1], rtol=0.2)  # equal shares of their bases' errors
+    plain = edm_loss(x0_pred, x0, t, schedule, sd, mask)  # pooled: the big move is nearly all of it
+    pooled = (mask * (x0_pred - x0) ** 2 / c_out.view(2, 1, 1, 1) ** 2).sum() / (mask.sum() * 3)
+    assert torch.allclose(plain, pooled, rtol=1e-5)
+    x0_pred.requires_grad_(True)
+    edm_loss(x0_pred, x0, t, schedule, sd, mask, relative_to=base).backward()
+    grad_rms = x0_pred.grad.pow(2).mean(dim=(1, 2, 3)).sqrt()
+    assert grad_rms[1] > 5 * grad_rms[0]  # per unit of error, the static sample now pulls harder
+
+
+def test_relative_loss_needs_a_base():
+    from facenhance_cli.config import load_preset
+    from facenhance_cli.errors import UsageError
+
+    assert load_preset("small").replace(**{"training.loss_scale": "relative"}).validate()
+    with pytest.raises(UsageError, match="loss_scale = 'relative' needs"):
+        load_preset("tiny").replace(**{"training.loss_scale": "relative"}).validate()

@@ -374,3 +374,22 @@ def test_init_fine_tunes_from_a_model_with_its_config(data_dir, tmp_path):
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["training"]["step"] == 2
     other = run_cli(*cmd, "--set", "conditioning.paste_detail_sigma=1.0", "--max-steps", 3)
     assert other.exit_code == 2 and "another config" in other.output  # a changed --set is still refused
+
+
+def test_relative_loss_scale_trains_an_edm_model(data_dir, tmp_path):
+    """training.loss_scale = relative runs end to end on an EDM, edit-masked model and changes the loss it
+    reports (the same batches, noise and weights at step 0)."""
+    edm = {
+        "unet.use_prev_frame": False, "unet.identity_skip": True, "unet.use_pasted_frame": True,
+        "unet.use_edit_mask": True, "diffusion.prediction": "x0", "diffusion.loss": "x0",
+        "diffusion.preconditioning": "edm", "diffusion.sigma_data": 0.2, "training.max_steps": 2,
+        "training.log_every": 1, "training.validate_every": 2,
+    }  # fmt: skip
+    losses = {}
+    for scale in ("mse", "relative"):
+        config = tiny_config(**edm, **{"training.loss_scale": scale})
+        train(TrainOptions(data_dir, tmp_path / scale, config))
+        log = [json.loads(line) for line in (tmp_path / scale / "log.jsonl").read_text().splitlines()]
+        losses[scale] = [r["loss"] for r in log if "loss" in r]
+        assert all(np.isfinite(losses[scale])) and any("val_loss" in r for r in log)
+    assert losses["mse"][0] != pytest.approx(losses["relative"][0], rel=1e-3)

@@ -74,6 +74,11 @@ def edm_x0(
     return base + edit
 
 
+# relative loss: a base this close to its target (RMS 0.02 = 2.5 levels of 255, about 40 dB) counts as
+# this close, so a static sample's weight stays finite (at most (sigma_data / 0.02)^2, 100 for the small preset).
+RELATIVE_FLOOR_RMS = 0.02
+
+
 def edm_loss(
     x0_pred: torch.Tensor,
     x0: torch.Tensor,
@@ -81,11 +86,24 @@ def edm_loss(
     schedule: Schedule,
     sigma_data: float,
     edit_mask: torch.Tensor | None,
+    relative_to: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Scalar: mean of m (x0_pred - x0)^2 / c_out^2 over the edited pixels (EDM eq. 2 with Table 1's weight)."""
+    """Scalar: mean of m (x0_pred - x0)^2 / c_out^2 over the edited pixels (EDM eq. 2 with Table 1's weight).
+
+    With `relative_to` (the base, (B,3,S,S)) each sample's mean is scaled by sigma_data^2 over the base's
+    own masked MSE against x0 (floored at RELATIVE_FLOOR_RMS^2): a first-order stand-in for the mean of
+    log MSE, which is what mean per-frame PSNR rewards.
+    """
     _, _, c_out, _ = edm_coefficients(schedule, t, sigma_data, x0_pred)
     weight = (1 / c_out**2).expand_as(x0_pred)
-    if edit_mask is not None:
+    mask = torch.ones_like(x0_pred[:, :1]) if edit_mask is None else edit_mask  # (B, 1, S, S)
+    if relative_to is None:
+        if edit_mask is None:
+            return (weight * (x0_pred - x0) ** 2).mean()
         weight = weight * edit_mask
         return (weight * (x0_pred - x0) ** 2).sum() / (edit_mask.sum() * x0.shape[1]).clamp(min=1.0)
-    return (weight * (x0_pred - x0) ** 2).mean()
+    pixels = (mask.sum(dim=(1, 2, 3)) * x0.shape[1]).clamp(min=1.0)  # (B,)
+    sample_loss = (mask * weight * (x0_pred - x0) ** 2).sum(dim=(1, 2, 3)) / pixels  # (B,)
+    base_mse = (mask * (relative_to.float() - x0) ** 2).sum(dim=(1, 2, 3)) / pixels  # (B,)
+    scale = sigma_data**2 / (base_mse + RELATIVE_FLOOR_RMS**2)  # (B,), no gradient flows through x0 or base
+    return (scale.detach() * sample_loss).mean()

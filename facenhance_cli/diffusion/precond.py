@@ -74,9 +74,11 @@ def edm_x0(
     return base + edit
 
 
-# relative loss: a base this close to its target (RMS 0.02 = 2.5 levels of 255, about 40 dB) counts as
-# this close, so a static sample's weight stays finite (at most (sigma_data / 0.02)^2, 100 for the small preset).
-RELATIVE_FLOOR_RMS = 0.02
+# relative loss: a base closer to its target than RMS 0.005 (0.64 levels of 255, 52 dB) counts as this
+# close, so a sample's weight stays finite: at most (sigma_data / 0.005)^2, 1600 for the small preset. Frame
+# 0 (whose truth is the identity image) has a base at about 63 dB; v4 took it to 40 dB, which alone costs
+# 0.7 dB of a 32-frame clip's mean PSNR (benchmarks/diagnose_per_sample.py, docs/experiments.md).
+RELATIVE_FLOOR_RMS = 0.005
 
 
 def edm_loss(

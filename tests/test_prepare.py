@@ -285,6 +285,26 @@ def test_split_file_is_used(tmp_path, faces_dir, require_weight):
     assert prep.read_split(out / "split.json") == {"b01": "test"}
 
 
+def test_a_missing_pdm_warns_and_never_mixes_templates(tmp_path, faces_dir, require_weight, monkeypatch):
+    """Without the OpenFace PDM prepare says so; clips aligned to another template are never added to a
+    folder of PDM-aligned ones (a model trained on one misreads the other)."""
+    from facenhance_cli import faces
+
+    require_weight("dlib_landmarks68")
+    require_weight("openface_pdm")
+    out = tmp_path / "out"
+    prep.run_prepare([faces_dir / HAPPY], out, prep.PrepareOptions(frames=3, preview=False))
+    fallback = faces.AlignmentTemplate(faces.fallback_template_points(), "cmu-openface-fallback")
+    monkeypatch.setattr(faces, "alignment_template", lambda weights_dir=None: fallback)
+    said: list[str] = []
+    with pytest.raises(UsageError, match="aligned to the openface-pdm template and this run would use"):
+        prep.run_prepare(
+            [faces_dir / SAD], out, prep.PrepareOptions(frames=3, preview=False), log=said.append
+        )
+    assert not (out / Path(SAD).stem).exists()
+    assert any("OpenFace PDM (openface_pdm) is not in the weights lookup" in m for m in said)
+
+
 @pytest.mark.slow
 def test_workers_prepare_in_parallel(tmp_path, faces_dir, require_weight):
     require_weight("dlib_landmarks68")

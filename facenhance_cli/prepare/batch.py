@@ -108,11 +108,37 @@ def _plan(
         say(f"skipped {message}")
     if not sources:
         raise InputError("no clips to prepare: " + ("; ".join(input_errors) if input_errors else "no inputs"))
+    _check_template(out, options, say)
     out.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
     if options.split_file:
         read_split(options.split_file)  # a malformed --split-file fails before any work
     return sources, input_errors
+
+
+def _check_template(out: Path, options: PrepareOptions, say: Callable[[str], None]) -> None:
+    """Warn when the OpenFace PDM is missing; refuse to add clips aligned to another template than OUT's."""
+    import json
+
+    from facenhance_cli import faces
+
+    kind = faces.alignment_template(options.weights_dir).source.split(":", 1)[0]
+    if kind != "openface-pdm":
+        say(
+            "warning: the OpenFace PDM (openface_pdm) is not in the weights lookup (--weights-dir, "
+            "FACENHANCE_WEIGHTS, the cache): low frames are aligned to CMU OpenFace's template instead, "
+            "which models trained on PDM-aligned data do not expect"
+        )
+    for meta_path in sorted(out.glob("*/meta.json"))[:1] if out.is_dir() else []:
+        try:
+            theirs = str(json.loads(meta_path.read_text()).get("template", "")).split(":", 1)[0]
+        except (OSError, ValueError):
+            continue
+        if theirs and theirs != kind:
+            raise UsageError(
+                f"{out} holds clips aligned to the {theirs} template and this run would use {kind}: "
+                "give the same weights (--weights-dir / FACENHANCE_WEIGHTS) or another --output"
+            )
 
 
 def _detector(options: PrepareOptions):

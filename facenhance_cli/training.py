@@ -254,6 +254,10 @@ class Trainer:
             return None
         if precision == "fp16" and not self.device.startswith("cuda"):  # bf16 autocast runs on the CPU too
             raise UsageError(f"--precision fp16 needs a CUDA device; use fp32 or bf16 on {self.device}")
+        from facenhance_cli.accel import slow_bf16_warning
+
+        if warning := slow_bf16_warning(precision, self.device):
+            log.warning(warning)
         return torch.bfloat16 if precision == "bf16" else torch.float16
 
     def _restore(self, payload: dict[str, Any]) -> None:

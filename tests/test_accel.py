@@ -42,3 +42,22 @@ def test_to_device_on_the_cpu_is_a_plain_copy_target():
     x = torch.arange(6.0).reshape(2, 3)
     y = to_device(x, "cpu")
     assert y.device.type == "cpu" and torch.equal(x, y)
+
+
+def test_slow_bf16_is_told_from_the_cpu_flags(tmp_path, monkeypatch):
+    """bf16 on a CPU without AVX512-BF16 / AMX is emulated (9x slower than fp32 here): a warning says so."""
+    from facenhance_cli import accel
+
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    zen4 = tmp_path / "zen4"
+    zen4.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert accel.cpu_has_native_bf16(str(avx2)) is False
+    assert accel.cpu_has_native_bf16(str(zen4)) is True
+    assert accel.cpu_has_native_bf16(str(tmp_path / "absent")) is None
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: False)
+    assert "no native bf16" in accel.slow_bf16_warning("bf16", "cpu")
+    assert accel.slow_bf16_warning("fp32", "cpu") is None
+    assert accel.slow_bf16_warning("bf16", "cuda") is None
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: None)  # unknown: no warning
+    assert accel.slow_bf16_warning("bf16", "cpu") is None

@@ -195,6 +195,7 @@ def enhance(
     from facenhance_cli.threads import use_threads
 
     thread_plan = use_threads(threads)  # first: OpenMP reads its settings when torch loads
+    from facenhance_cli.accel import slow_bf16_warning
     from facenhance_cli.backends import resolve_backend, resolve_precision
     from facenhance_cli.checkpoint import load_for_inference
     from facenhance_cli.cli.common import resolve_device
@@ -248,6 +249,8 @@ def enhance(
         weights_dir=weights_dir,
     )
     show_progress = is_terminal() and not quiet
+    if backend_name == "torch" and (warning := slow_bf16_warning(precision_name, device_name)):
+        typer.echo(f"warning: {warning}", err=True)  # before the work it slows down
     results, notes = _run(jobs, loaded, options, show_progress)
     notes.insert(0, f"network on {backend_name} in {precision_name}, {thread_plan.threads} CPU threads")
     if thread_plan.note:

@@ -505,12 +505,15 @@ class Trainer:
         self._prepare_run_dir()
         start_step, start_time = self.step, time.perf_counter()
         window = _Window()
-        # Ctrl-C only sets a flag, checked between steps: a checkpoint never holds a half-applied update.
+        # Ctrl-C (or SIGTERM) only sets a flag, checked between steps: a checkpoint never holds a half-applied update.
         interrupted: list[int] = []
-        previous_handler = None
+        previous_handlers: dict[int, Any] = {}
         stats: dict[str, Any] = {"loss": 0.0}
         if threading.current_thread() is threading.main_thread():
-            previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+            for signum in (signal.SIGINT, signal.SIGTERM):  # SIGTERM: a scheduler's pre-emption notice
+                previous_handlers[signum] = signal.signal(
+                    signum, lambda signum, frame: interrupted.append(signum)
+                )
         try:
             while self.step < self.tc.max_steps:
                 if interrupted:
@@ -526,8 +529,8 @@ class Trainer:
                 f"interrupted at step {self.step}; checkpoint saved to {self.last_path}: rerun the same command to resume"
             ) from None
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
         if self.dist.is_main:
             save_checkpoint(self.run_dir / "final.pt", self.config, self.ema.state_dict(), self._meta())
         self._plot()

@@ -486,3 +486,30 @@ def test_frames_batched_per_call_give_the_same_video(tmp_path, shared_noise):
     for other in (videos[3], videos[8]):  # oneDNN's kernels for another batch size round differently
         assert np.abs(videos[1].astype(int) - other).max() <= 1 and (videos[1] != other).mean() < 1e-4
     assert not (videos[1][0] == videos[1][1]).all()
+
+
+def test_sigterm_mid_video_leaves_no_output(model_path, tmp_path):
+    """kill (SIGTERM) takes Ctrl-C's path: exit 130, one line, no output and no temporary file left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    high, low, identity = synthetic_clip(120, size=SIZE, low_size=64, seed=2)
+    write_video(tmp_path / "low.mp4", low, 25)
+    write_image(tmp_path / "identity.png", identity)
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "facenhance_cli", "enhance", tmp_path / "low.mp4", "--identity",
+           tmp_path / "identity.png", "-o", out / "video.mp4", "--model", model_path, "--steps", 50,
+           "--backend", "torch", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(list(map(str, cmd)), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(out.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # the first frame is being written to a temporary file
+    assert proc.poll() is None, "enhance finished before it could be stopped"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and stderr.strip().splitlines() == ["error: interrupted"]
+    assert list(out.iterdir()) == []

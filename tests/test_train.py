@@ -393,3 +393,23 @@ def test_relative_loss_scale_trains_an_edm_model(data_dir, tmp_path):
         losses[scale] = [r["loss"] for r in log if "loss" in r]
         assert all(np.isfinite(losses[scale])) and any("val_loss" in r for r in log)
     assert losses["mse"][0] != pytest.approx(losses["relative"][0], rel=1e-3)
+
+
+def test_sigterm_saves_a_resumable_checkpoint(data_dir, tmp_path):
+    """SIGTERM (a scheduler's pre-emption notice) finishes the step, saves last.pt and exits 130."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "facenhance_cli", "train", data_dir, "-o", run, *SMALL_SET,
+           "--max-steps", 100000, "--set", "training.log_every=1", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(list(map(str, cmd)), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "log.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "train stopped before it could be signalled"
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "rerun the same command to resume" in stderr
+    saved = torch.load(run / "last.pt", weights_only=True)
+    assert saved["training"]["step"] >= 1

@@ -69,10 +69,18 @@ def _register() -> None:
 _register()
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (kill, a batch scheduler's notice) takes Ctrl-C's path: temporary files removed, training
+    saved after the current step, exit 130."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console-script entry point: usage errors are one line (`error: ...`, exit 2), never a rich panel."""
+    import signal
     import sys
 
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(standalone_mode=False)
     except Exception as exc:

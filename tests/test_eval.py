@@ -147,6 +147,7 @@ def test_parse_names() -> None:
 
 REPORT_KEYS = {
     "psnr",
+    "psnr_unseen",
     "ssim",
     "acd",
     "acd_i",
@@ -177,6 +178,7 @@ PER_VIDEO_KEYS = {
     "no_face_frames",
     "identical_frames",
     "psnr",
+    "psnr_unseen",
     "ssim",
     "acd",
     "acd_i",
@@ -220,6 +222,7 @@ def test_identical_videos_psnr_inf_ssim_one_and_json_stays_valid(dataset: Path, 
     # frame is left out of its PSNR and counted, instead of turning the video's PSNR into inf.
     identity = loaded["baselines"]["identity"]
     assert identity["identical_frames"] == 2 and 10 < identity["psnr"] < 60
+    assert identity["psnr_unseen"] == pytest.approx(identity["psnr"])  # the frames it was scored on
     ev.write_report_json(tmp_path / "r.json", report)
     assert json.loads((tmp_path / "r.json").read_text()) == loaded
 
@@ -231,12 +234,12 @@ def test_psnr_ssim_against_independent_computation(dataset: Path) -> None:
 
     pairs, _ = ev.find_pairs([dataset / "gen"], [dataset / "prep"])
     report = ev.evaluate(pairs, ev.EvalOptions(metrics=("psnr", "ssim"), baselines=())).report
-    psnrs, ssims = [], []
+    psnrs, ssims, unseen = [], [], []
     for pair in pairs:
         gen, gt = read_video(pair.gen)[0], read_video(pair.gt)[0]
-        psnrs.append(
-            np.mean([peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(gen, gt, strict=True)])
-        )
+        per_frame = [peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(gen, gt, strict=True)]
+        psnrs.append(np.mean(per_frame))
+        unseen.append(np.mean(per_frame[1:]))  # frame 0's truth is identity.png (make_clip_folder)
         ssims.append(
             np.mean(
                 [
@@ -256,6 +259,7 @@ def test_psnr_ssim_against_independent_computation(dataset: Path) -> None:
     assert report["psnr"] == pytest.approx(np.mean(psnrs), abs=1e-6)
     assert report["ssim"] == pytest.approx(np.mean(ssims), abs=1e-3)
     assert report["std"]["psnr"] == pytest.approx(np.std(psnrs), abs=1e-6)
+    assert report["psnr_unseen"] == pytest.approx(np.mean(unseen), abs=1e-6)
     assert report["baselines"] == {}
 
 

@@ -16,7 +16,8 @@ HELP = (
     "identity.png the identity, low.mkv the low input) or folders of these; videos pair by file stem or "
     "folder name, or use --pairs FILE.csv (columns gen, gt, identity, low). Pass --gt once per file, a "
     "folder, or a quoted glob ('gt/*.mp4'): an unquoted glob after --gt spills into GEN.\n\n"
-    "Metrics: psnr, ssim (per frame, RGB [0, 255]); acd, acd_i, id_match (dlib 128-d face embeddings: "
+    "Metrics: psnr, ssim (per frame, RGB [0, 255]; with psnr, PSNR-U: PSNR over the frames whose ground "
+    "truth is not the identity image, the same frames for every method); acd, acd_i, id_match (dlib 128-d face embeddings: "
     "consecutive frames, each frame vs the identity image, fraction under the 0.6 same-person threshold); "
     "fvd (I3D Kinetics-400 logits, Frechet distance to the ground-truth set; meaningless under 10 videos); "
     "lmk (68-landmark error over the inter-ocular distance: all, mouth, eyes); expr (lmk with head pose "
@@ -39,6 +40,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 COLUMNS = (  # report key, header, digits
     ("psnr", "PSNR", 2),
+    ("psnr_unseen", "PSNR-U", 2),
     ("ssim", "SSIM", 3),
     ("acd", "ACD", 3),
     ("acd_i", "ACD-I", 3),

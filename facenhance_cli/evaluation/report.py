@@ -97,7 +97,9 @@ def _settings(
         "baseline_definitions": BASELINE_DEFINITIONS,
         "psnr_ssim": "per frame on RGB in [0, 255], mean per video, then mean over videos; identical frames "
         "(infinite PSNR) are left out of a video's PSNR mean and counted in identical_frames, a "
-        "video identical in every frame has PSNR inf; "
+        "video identical in every frame has PSNR inf; psnr_unseen: the same over the frames whose ground "
+        "truth is not the identity image (the same frames for every method; prepare's frame 0 is the "
+        "identity image, the model's input); "
         "SSIM Gaussian 11, sigma 1.5, K1 0.01, K2 0.03, valid region, channels averaged",
         "embedding_network": EMBEDDING_NETWORK if metrics & {"acd", "acd_i", "id_match"} else None,
         "embedding_pairing": "acd: consecutive output frames (n, n+1); acd_i and id_match: each output frame "

@@ -110,7 +110,10 @@ class _Scores:
         gt_lmk = self.features.landmarks(clip.gt)[0] if self.metrics & NEEDS_GT_LANDMARKS else None
         id_emb = self._identity_embedding(clip.identity, pair.name)
         for method, frames in videos.items():
-            self.rows[method].append(self._score(pair.name, frames, clip.gt, gt_lmk, id_emb))
+            row = self._score(pair.name, frames, clip.gt, gt_lmk, id_emb)
+            if "psnr" in self.metrics:
+                row["psnr_unseen"] = _psnr_unseen(frames, clip.gt, clip.identity)
+            self.rows[method].append(row)
             self.features.queue_i3d(method, frames, pair.name)
         self.features.queue_i3d("gt", clip.gt, pair.name)
         self.features.clear_faces()
@@ -209,6 +212,14 @@ def _psnr(frames: np.ndarray, gt: np.ndarray) -> tuple[float, int]:
     values = psnr_frames(frames, gt)
     finite = values[np.isfinite(values)]
     return (float(finite.mean()) if len(finite) else float("inf")), int(len(values) - len(finite))
+
+
+def _psnr_unseen(frames: np.ndarray, gt: np.ndarray, identity: np.ndarray | None) -> float | None:
+    """A video's PSNR over the frames whose ground truth is not the identity image (all, without one)."""
+    unseen = np.ones(len(gt), bool) if identity is None else (gt != identity[None]).any(axis=(1, 2, 3))
+    if not unseen.any():
+        return None
+    return _psnr(frames[unseen], gt[unseen])[0]
 
 
 def fvd_scores(features: Features, methods: tuple[str, ...], warnings: list[str]) -> dict[str, float | None]:

@@ -80,6 +80,7 @@ def main() -> None:
         pasted=True, edit_mask=config.unet.use_edit_mask,
         align_targets=config.training.align_targets and not args.unaligned,
         paste_detail_sigma=config.conditioning.paste_detail_sigma,
+        edit_gate_levels=config.conditioning.edit_gate_levels,
     )  # fmt: skip
     truth, base, estimate = one_step_estimates(model, pick_samples(data, args.frames), args.seed)
     base_db, model_db = frame_psnr(base, truth), frame_psnr(estimate, truth)

@@ -62,6 +62,7 @@ def main() -> None:
         pasted=True,
         edit_mask=True,
         paste_detail_sigma=config.conditioning.paste_detail_sigma,
+        edit_gate_levels=config.conditioning.edit_gate_levels,
     )
     positions = []
     for ci in range(len(data.entries)):

@@ -22,6 +22,9 @@ class Conditioning:
     prev_frame: torch.Tensor | None = None  # (B, 3, S, S) f_prev^{n-1} with its noise z already added
     pasted_frame: torch.Tensor | None = None  # (B, 3, S, S) ours: the low face warped onto I_id
     edit_mask: torch.Tensor | None = None  # (B, 1, S, S) ours: where the output may differ from the base
+    # (B, 1, S, S) ours: where the expression changed the face (`pasting.expression_gate`); multiplies the
+    # edit with the mask but is not a network input
+    edit_gate: torch.Tensor | None = None
 
     @property
     def base(self) -> torch.Tensor:

@@ -108,6 +108,10 @@ class ConditioningConfig:
     # identity's finer detail kept (`pasting.paste_low_face`); +0.75 dB PSNR over the plain paste on the
     # test split with no network (benchmarks/trivial_estimators.py, sigma 2).
     paste_detail_sigma: float = 0.0
+    # 0: off. > 0 (8-bit levels): the model's edit is also multiplied by the expression gate, 1 where the low
+    # face changed the identity's coarse appearance by more than about this much, grown
+    # (`pasting.expression_gate`): the identity image's own pixels stay where the expression left them.
+    edit_gate_levels: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,8 @@ class FacenhanceConfig:
         _check_network(self.unet, self.encoder, self.diffusion)
         _check_schedule_and_sampling(self.diffusion, self.sampling, self.conditioning)
         _check_training(self.training)
+        if self.conditioning.edit_gate_levels > 0 and not self.unet.use_edit_mask:
+            raise UsageError("conditioning.edit_gate_levels needs unet.use_edit_mask (an EDM edit to gate)")
         if self.training.loss_scale == "relative" and not (
             self.diffusion.preconditioning == "edm" and self.unet.identity_skip
         ):
@@ -265,6 +271,8 @@ def _check_schedule_and_sampling(d: DiffusionConfig, s: SamplingConfig, c: Condi
         raise UsageError("conditioning.prev_noise_std must be >= 0")
     if c.paste_detail_sigma < 0:
         raise UsageError("conditioning.paste_detail_sigma must be >= 0 (0: the plain paste)")
+    if c.edit_gate_levels < 0:
+        raise UsageError("conditioning.edit_gate_levels must be >= 0 (0: no expression gate)")
 
 
 def _check_training(t: TrainingConfig) -> None:

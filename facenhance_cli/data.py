@@ -124,6 +124,7 @@ class FrameDataset:
         edit_mask: bool = False,
         align_targets: bool = False,
         paste_detail_sigma: float = 0.0,
+        edit_gate_levels: float = 0.0,
     ) -> None:
         self.entries = list(entries)
         self.align_targets = align_targets  # high frames moved so their face sits where frame 0's does
@@ -131,6 +132,7 @@ class FrameDataset:
         self.pasted = pasted  # samples carry the pasted frame (the low face on the identity image)
         self.paste_detail_sigma = paste_detail_sigma  # conditioning.paste_detail_sigma
         self.edit_mask = edit_mask  # samples carry the edit mask (where the face may change)
+        self.edit_gate_levels = edit_gate_levels  # > 0: samples carry the expression gate too
         self._paste_matrices: dict[int, np.ndarray] = {}  # clip index -> low px to identity px
         self.image_size = image_size
         self.low_size = low_size
@@ -251,6 +253,13 @@ class FrameDataset:
 
             size = clip.identity.shape[0]
             sample["edit_mask"] = edit_mask(clip.low[n], self.paste_matrix(ci), size)[..., None]
+        if self.edit_gate_levels > 0:
+            from facenhance_cli.pasting import expression_gate
+
+            gate = expression_gate(
+                sample["identity"], sample["low"], self.paste_matrix(ci), self.edit_gate_levels
+            )
+            sample["edit_gate"] = gate[..., None]
         if flip:  # one flip for every image of the sample keeps them consistent
             sample = {k: v[:, ::-1] for k, v in sample.items()}
         return sample
@@ -296,14 +305,14 @@ def conditioning_from_samples(samples: Sequence[dict[str, np.ndarray]], device: 
     def images(key: str) -> torch.Tensor | None:
         return to_device(to_tensor([s[key] for s in samples]), device) if key in samples[0] else None
 
-    masks = (
-        to_device(to_mask_tensor([s["edit_mask"] for s in samples]), device)
-        if "edit_mask" in samples[0]
-        else None
-    )
+    def masks(key: str) -> torch.Tensor | None:
+        return to_device(to_mask_tensor([s[key] for s in samples]), device) if key in samples[0] else None
+
     identity, low = images("identity"), images("low")
     assert identity is not None and low is not None  # every sample has them
-    return Conditioning(identity, low, images("prev"), images("pasted"), masks)
+    return Conditioning(
+        identity, low, images("prev"), images("pasted"), masks("edit_mask"), masks("edit_gate")
+    )
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -738,4 +738,12 @@ def _conditioning(active: list[_Video], lows: list[np.ndarray], config: Any, dev
         size = config.unet.image_size
         masks = [edit_mask(low, m, size)[..., None] for low, m in zip(lows, matrices, strict=True)]
         cond = cond.replace(edit_mask=to_device(to_mask_tensor(masks), device))  # (B, 1, S, S)
+    if (levels := config.conditioning.edit_gate_levels) > 0:
+        from facenhance_cli.pasting import expression_gate
+
+        gates = [
+            expression_gate(v.identity_uint8, low, m, levels)[..., None]
+            for v, low, m in zip(active, lows, matrices, strict=True)
+        ]
+        cond = cond.replace(edit_gate=to_device(to_mask_tensor(gates), device))  # (B, 1, S, S)
     return cond

@@ -158,6 +158,36 @@ def paste_low_face(
     return np.clip(pasted + 0.5, 0, 255).astype(np.uint8)
 
 
+# The expression gate's reach beyond the change that opened it (px at 192, scaled with the image): a dilation
+# of this diameter, then a Gaussian of half of it. 11-21 px scored the same (docs/experiments.md).
+GATE_GROW = 21
+GATE_SIGMA = 2.0  # px: the scale of "coarse change", as the detail paste's sigma
+
+
+def expression_gate(
+    identity_image: np.ndarray, low_frame: np.ndarray, matrix: np.ndarray, levels: float
+) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: where the low face changed the identity's coarse appearance, grown.
+
+    1 - exp(-(c / levels)^2), c the mean over channels of |G(paste) - G(identity)| in 8-bit levels (G a
+    GATE_SIGMA Gaussian, the plain paste), then dilated and blurred by GATE_GROW. Where the expression left
+    the face as the identity image has it (frame 0 of a clip whose identity is its first frame), the gate
+    is 0 and so is the model's edit.
+    """
+    import cv2
+
+    size = identity_image.shape[0]
+    identity = identity_image.astype(np.float32)
+    pasted = paste_low_face(identity_image, low_frame, matrix).astype(np.float32)
+    change = np.abs(
+        cv2.GaussianBlur(pasted, (0, 0), GATE_SIGMA) - cv2.GaussianBlur(identity, (0, 0), GATE_SIGMA)
+    ).mean(axis=-1)  # (S, S) levels
+    gate = 1.0 - np.exp(-((change / levels) ** 2))
+    grow = max(1, round(GATE_GROW * size / 192))
+    gate = cv2.dilate(gate, np.ones((grow, grow), np.uint8))
+    return np.clip(cv2.GaussianBlur(gate, (0, 0), grow / 2), 0.0, 1.0).astype(np.float32)
+
+
 def edit_mask(low_frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     """(S, S) float32 in [0, 1]: where a model may change the identity image (the pasted face, grown)."""
     import cv2

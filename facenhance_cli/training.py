@@ -205,6 +205,7 @@ class Trainer:
             "edit_mask": self.config.unet.use_edit_mask,
             "align_targets": self.tc.align_targets,
             "paste_detail_sigma": self.config.conditioning.paste_detail_sigma,
+            "edit_gate_levels": self.config.conditioning.edit_gate_levels,
         }
         self.train_data = FrameDataset(train_entries, size, low, workers=workers, **inputs)
         self.val_data: FrameDataset | None = None
@@ -377,7 +378,10 @@ class Trainer:
         d = self.config.diffusion
         if d.preconditioning == "edm":
             base = cond.base if self.tc.loss_scale == "relative" else None
-            return edm_loss(output, x0, t, self.schedule, d.sigma_data, cond.edit_mask, relative_to=base)
+            mask = cond.edit_mask  # the pixels the model may change: the mask, times the gate
+            if mask is not None and cond.edit_gate is not None:
+                mask = mask * cond.edit_gate
+            return edm_loss(output, x0, t, self.schedule, d.sigma_data, mask, relative_to=base)
         return diffusion_loss(self.schedule, d.prediction, d.loss, output, x_t, t, x0, eps)
 
     @torch.no_grad()

@@ -513,3 +513,37 @@ def test_sigterm_mid_video_leaves_no_output(model_path, tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and stderr.strip().splitlines() == ["error: interrupted"]
     assert list(out.iterdir()) == []
+
+
+def test_expression_gate_scales_the_edit(tmp_path):
+    """conditioning.edit_gate_levels: the model's edit is multiplied by the expression gate and nothing
+    else changes (not a network input): at DDIM 1, gated - base = gate x (ungated - base) to a level."""
+    import torch as _torch
+
+    from facenhance_cli.pasting import expression_gate, locate_low_face, paste_low_face
+    from facenhance_cli.video import read_image
+
+    ungated = random_masked_model(tmp_path)
+    payload = _torch.load(ungated, weights_only=True)
+    config = edm_masked_config(192).replace(**{"conditioning.edit_gate_levels": 12.0})
+    gated = save_checkpoint(tmp_path / "gated.pt", config, payload["ema"])
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    low, fps = read_video(examples / "low.mp4", max_frames=2)
+    write_video(tmp_path / "low.mkv", low, fps, lossless=True)
+    identity = read_image(examples / "neutral.png")
+    matrix, _ = locate_low_face(identity, low[0])
+    outputs = {}
+    for name, model in (("gated", gated), ("ungated", ungated)):
+        out = tmp_path / f"{name}.mkv"
+        result = enhance(tmp_path / "low.mkv", "-i", examples / "neutral.png", "-o", out, "--model", model,
+                         "--lossless", "--backend", "torch", "--steps", 1)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[name] = read_video(out)[0].astype(float)
+    for n, low_frame in enumerate(low):
+        base = paste_low_face(identity, low_frame, matrix).astype(float)
+        gate = expression_gate(identity, low_frame, matrix, 12.0)[..., None]
+        edit = outputs["ungated"][n] - base
+        unclipped = (outputs["ungated"][n] > 0) & (outputs["ungated"][n] < 255)
+        expected = base + gate * edit
+        assert np.abs(outputs["gated"][n] - expected)[unclipped].max() <= 1.5
+        assert np.abs(outputs["gated"][n] - outputs["ungated"][n]).max() > 10  # the gate closed somewhere

@@ -130,3 +130,24 @@ def test_detail_paste_keeps_the_identity_detail_and_the_low_face_change():
     assert detail_err < 0.5 * plain_err  # the identity's fine texture kept, the plain paste's lost
     brightening = (detail[inner] - identity[inner].astype(float)).mean()
     assert 40 < brightening < 70  # the coarse change the low face carries is applied
+
+
+def test_expression_gate_opens_only_where_the_low_face_changed_the_identity():
+    """conditioning.edit_gate_levels: a low face that is the identity's own (frame 0) opens no gate; a
+    changed 'mouth' opens it there and a little around it, and nowhere far from it."""
+    from facenhance_cli.pasting import expression_gate
+
+    identity = textured_image()
+    truth = similarity(2.4, 0.0, 20.0, 20.0)
+    own = low_face_of(identity, truth)
+    assert expression_gate(identity, own, truth, 12.0).max() < 0.2
+    changed = own.copy()
+    changed[40:48, 24:40] = [250, 10, 10]  # the 'mouth' opens: low px (24..40, 40..48)
+    gate = expression_gate(identity, changed, truth, 12.0)
+    mouth = (truth @ [32.0, 44.0, 1.0]).round().astype(int)
+    assert gate[mouth[1], mouth[0]] > 0.9
+    brow = (truth @ [32.0, 12.0, 1.0]).round().astype(int)  # 32 low px (77 px) above it
+    assert gate[brow[1], brow[0]] < 0.2
+    assert (
+        gate.dtype == np.float32 and gate.shape == identity.shape[:2] and 0 <= gate.min() <= gate.max() <= 1
+    )

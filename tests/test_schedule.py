@@ -175,3 +175,14 @@ def test_relative_loss_needs_a_base():
     assert load_preset("small").replace(**{"training.loss_scale": "relative"}).validate()
     with pytest.raises(UsageError, match="loss_scale = 'relative' needs"):
         load_preset("tiny").replace(**{"training.loss_scale": "relative"}).validate()
+
+
+def test_expression_gate_needs_an_edit_mask_and_a_non_negative_level():
+    from facenhance_cli.config import load_preset
+    from facenhance_cli.errors import UsageError
+
+    assert load_preset("small").replace(**{"conditioning.edit_gate_levels": 12.0}).validate()
+    with pytest.raises(UsageError, match="edit_gate_levels needs unet.use_edit_mask"):
+        load_preset("tiny").replace(**{"conditioning.edit_gate_levels": 12.0}).validate()
+    with pytest.raises(UsageError, match="edit_gate_levels must be >= 0"):
+        load_preset("small").replace(**{"conditioning.edit_gate_levels": -1.0}).validate()

@@ -8,7 +8,7 @@ Two kinds, chosen by `diffusion.preconditioning`:
   base image b: with sigma_t = sqrt((1 - abar_t) / abar_t) and x~ = x_t / sqrt(abar_t) = x0 + sigma_t eps,
       D = b + m * (c_skip (x~ - b) + c_out F(c_in (x~ - b), t, cond)),
       c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2),
-  sd = `diffusion.sigma_data` and m the edit mask (1 without one). At low noise D passes x_t through; at
+  sd = `diffusion.sigma_data` and m the edit mask times the expression gate (each 1 without one). At low noise D passes x_t through; at
   high noise it leans on b and the network; where m = 0 the output is b exactly. The loss weight
   1 / c_out^2 (EDM eq. 8 with lambda = 1 / c_out^2) makes every noise level an O(1) regression for F.
 """
@@ -71,6 +71,8 @@ def edm_x0(
     edit = c_skip * residual + c_out * network(c_in * residual, t, cond).float()
     if cond.edit_mask is not None:
         edit = cond.edit_mask * edit
+    if cond.edit_gate is not None:
+        edit = cond.edit_gate * edit
     return base + edit
 
 

@@ -169,7 +169,7 @@ def model_search_dirs(override: str | os.PathLike[str] | None = None) -> list[Pa
     return _search_dirs(override, MODELS_ENV, [user_models_dir(), shipped_models_dir()])
 
 
-DEFAULT_MODEL = "facenhance-small-v4"
+DEFAULT_MODEL = "facenhance-small-v5"
 
 
 def find_model(name_or_path: str | None = None, models_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -342,7 +342,7 @@ def test_prepare_input_aligns_a_real_video_first(model_path, inputs, tmp_path, f
 @pytest.mark.slow
 def test_shipped_default_model_runs_without_model_flag_and_beats_the_identity(tmp_path):
     """The quick start exactly: found with no --model, its recommended sampler; closer to the ground truth
-    than copying the identity image (32.75 vs 31.08 dB when shipped; the paste: 33.09); and, run
+    than copying the identity image (v5: 34.02 vs 31.08 dB with H.264 output; the paste: 33.09); and, run
     losslessly, away from the head every pixel is the identity image's."""
     from facenhance_cli.metrics.fidelity import psnr_frames
     from facenhance_cli.video import read_image
@@ -360,7 +360,7 @@ def test_shipped_default_model_runs_without_model_flag_and_beats_the_identity(tm
     identity = np.repeat(read_image(examples / "neutral.png")[None], len(truth), 0)
     ours, copied = psnr_frames(video, truth), psnr_frames(identity, truth)
     assert ours.mean() > copied[np.isfinite(copied)].mean() + 1.0
-    assert_identity_outside_the_edit_mask(default, tmp_path, n_frames=4)
+    assert_identity_outside_the_edit_mask(default, tmp_path, n_frames=12)
 
 
 def test_pasted_frame_model_pastes_the_low_face_as_the_paste_baseline_does(inputs, tmp_path):
@@ -448,11 +448,13 @@ def assert_identity_outside_the_edit_mask(model, tmp_path, n_frames=3):
     got, _ = read_video(out)
     identity = read_image(examples / "neutral.png")
     matrix, _ = locate_low_face(identity, low[0])
+    changed = 0
     for frame, low_frame in zip(got, low, strict=True):
         outside = edit_mask(low_frame, matrix, identity.shape[0]) == 0
         assert 0.3 < outside.mean() < 0.9  # the mask covers the head, not the whole frame
         assert (frame[outside] == identity[outside]).all()
-        assert np.abs(frame[~outside].astype(int) - identity[~outside].astype(int)).max() > 10
+        changed = max(changed, np.abs(frame[~outside].astype(int) - identity[~outside].astype(int)).max())
+    assert changed > 10  # inside, on some frame (a gated model leaves a neutral frame nearly as it is)
 
 
 def test_edit_masked_model_keeps_the_identity_image_away_from_the_head(tmp_path):

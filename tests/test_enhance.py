@@ -490,6 +490,7 @@ def test_frames_batched_per_call_give_the_same_video(tmp_path, shared_noise):
     assert not (videos[1][0] == videos[1][1]).all()
 
 
+@pytest.mark.slow
 def test_sigterm_mid_video_leaves_no_output(model_path, tmp_path):
     """kill (SIGTERM) takes Ctrl-C's path: exit 130, one line, no output and no temporary file left."""
     import os

@@ -395,6 +395,7 @@ def test_relative_loss_scale_trains_an_edm_model(data_dir, tmp_path):
     assert losses["mse"][0] != pytest.approx(losses["relative"][0], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_resumable_checkpoint(data_dir, tmp_path):
     """SIGTERM (a scheduler's pre-emption notice) finishes the step, saves last.pt and exits 130."""
     import signal

@@ -198,21 +198,23 @@ def export_for_inference(
     source: str | os.PathLike[str],
     target: str | os.PathLike[str],
     half: bool = True,
-    sampling: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
+    names: dict[str, str] | None = None,
 ) -> Path:
     """An inference-only copy of a checkpoint: EMA weights (fp16 with `half`), no training state.
 
-    `sampling` overrides the recommended sampler / steps / eta stored with the model; `meta` adds to its
-    metadata (e.g. what it was trained on), so `facenhance models` can show it.
+    `overrides` (dotted config keys) change what is stored with the model: the recommended sampler, steps,
+    eta, or inference-time conditioning such as the expression gate; `names` says how the user wrote
+    them, for the message of a refused value. `meta` adds to its metadata (e.g. what it was trained on),
+    so `facenhance models` can show it.
     """
     from facenhance_cli.fileio import refuse_inputs_as_outputs
 
     refuse_inputs_as_outputs([target], [source])
     payload = read_checkpoint(source)
     config = checkpoint_config(payload, source)
-    if sampling:
-        overrides = {f"sampling.{key}": value for key, value in sampling.items()}
-        config = config.with_overrides(overrides, names={key: f"--{key[9:]}" for key in overrides})
+    if overrides:
+        config = config.with_overrides(overrides, names=names)
     merged = {**payload.get("meta", {}), **(meta or {})}
     return save_checkpoint(target, config, payload["ema"], merged, half=half)

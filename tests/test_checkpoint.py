@@ -104,3 +104,28 @@ def test_export_keeps_ema_drops_training_state_and_sets_recommendations(tmp_path
     assert listing.exit_code == 0 and "ddim 7 karras, shared noise" in listing.output
     assert all(v.dtype == torch.float16 for v in raw["ema"].values() if v.is_floating_point())
     assert (tmp_path / "m.pt").stat().st_size < (tmp_path / "last.pt").stat().st_size / 3
+
+
+def test_export_stores_the_expression_gate_and_refuses_it_where_there_is_no_edit(tmp_path):
+    """--edit-gate-levels goes into the exported config; on a model without an EDM edit mask it is one
+    line naming the flag, exit 2, and nothing is written."""
+    from typer.testing import CliRunner
+
+    from facenhance_cli.cli import app
+
+    small = load_preset("small")
+    save_checkpoint(tmp_path / "small.pt", small, build_network(small).state_dict())
+    ok = CliRunner().invoke(
+        app, ["export", str(tmp_path / "small.pt"), "-o", str(tmp_path / "g.pt"), "--edit-gate-levels", "12"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert (
+        torch.load(tmp_path / "g.pt", weights_only=True)["config"]["conditioning"]["edit_gate_levels"] == 12
+    )
+    tiny = load_preset("tiny").replace(**{"unet.image_size": 32})
+    save_checkpoint(tmp_path / "tiny.pt", tiny, build_network(tiny).state_dict())
+    refused = CliRunner().invoke(
+        app, ["export", str(tmp_path / "tiny.pt"), "-o", str(tmp_path / "t.pt"), "--edit-gate-levels", "12"]
+    )
+    assert refused.exit_code == 2 and "--edit-gate-levels needs unet.use_edit_mask" in refused.output
+    assert not (tmp_path / "t.pt").exists()

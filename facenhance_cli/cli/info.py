@@ -189,6 +189,14 @@ def export(
             help="Recommended noise: one x_T for every frame of a video, or one per frame.",
         ),
     ] = None,
+    edit_gate_levels: Annotated[
+        float | None,
+        typer.Option(
+            "--edit-gate-levels",
+            help="Expression gate stored with the model (conditioning.edit_gate_levels; 0 off): its edit "
+            "stays where the low face changed the identity by about this many 8-bit levels. EDM models only.",
+        ),
+    ] = None,
     trained_on: Annotated[
         str | None, typer.Option("--trained-on", help="What the model was trained on, for `models`.")
     ] = None,
@@ -205,20 +213,19 @@ def export(
     from facenhance_cli.fileio import check_writable
     from facenhance_cli.weights import find_model
 
-    sampling = {
-        k: v
-        for k, v in (
-            ("steps", steps),
-            ("sampler", sampler.value if sampler else None),
-            ("strength", strength),
-            ("spacing", spacing.value if spacing else None),
-            ("shared_noise", shared_noise),
-        )
-        if v is not None
+    flags = {
+        "sampling.steps": ("--steps", steps),
+        "sampling.sampler": ("--sampler", sampler.value if sampler else None),
+        "sampling.strength": ("--strength", strength),
+        "sampling.spacing": ("--spacing", spacing.value if spacing else None),
+        "sampling.shared_noise": ("--shared-noise", shared_noise),
+        "conditioning.edit_gate_levels": ("--edit-gate-levels", edit_gate_levels),
     }
+    overrides = {key: value for key, (_, value) in flags.items() if value is not None}
     meta = {"trained_on": trained_on} if trained_on else None
     source = find_model(str(checkpoint))
     check_export_target(source, output, overwrite)
     check_writable(output.parent)
-    path = export_for_inference(source, output, half, sampling, meta)
+    names = {key: flag for key, (flag, _) in flags.items()}
+    path = export_for_inference(source, output, half, overrides, meta, names)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", err=True)

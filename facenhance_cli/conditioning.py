@@ -31,6 +31,14 @@ class Conditioning:
         """(B, 3, S, S) the image a skip-connected model edits: the pasted frame, else the identity image."""
         return self.pasted_frame if self.pasted_frame is not None else self.identity_image
 
+    @property
+    def edit_weight(self) -> torch.Tensor | None:
+        """(B, 1, S, S) how much of the model's edit reaches the output: the edit mask times the expression
+        gate (either alone when the other is absent), None when the model may edit everywhere."""
+        if self.edit_mask is None or self.edit_gate is None:
+            return self.edit_mask if self.edit_gate is None else self.edit_gate
+        return self.edit_mask * self.edit_gate
+
     def replace(self, **changes: Any) -> Conditioning:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)

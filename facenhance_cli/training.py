@@ -378,10 +378,7 @@ class Trainer:
         d = self.config.diffusion
         if d.preconditioning == "edm":
             base = cond.base if self.tc.loss_scale == "relative" else None
-            mask = cond.edit_mask  # the pixels the model may change: the mask, times the gate
-            if mask is not None and cond.edit_gate is not None:
-                mask = mask * cond.edit_gate
-            return edm_loss(output, x0, t, self.schedule, d.sigma_data, mask, relative_to=base)
+            return edm_loss(output, x0, t, self.schedule, d.sigma_data, cond.edit_weight, relative_to=base)
         return diffusion_loss(self.schedule, d.prediction, d.loss, output, x_t, t, x0, eps)
 
     @torch.no_grad()

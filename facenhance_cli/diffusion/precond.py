@@ -69,10 +69,8 @@ def edm_x0(
     base = cond.base if config.unet.identity_skip else torch.zeros_like(x_t)
     residual = x_t / sqrt_abar - base  # (B, 3, S, S): the edit plus sigma_t eps
     edit = c_skip * residual + c_out * network(c_in * residual, t, cond).float()
-    if cond.edit_mask is not None:
-        edit = cond.edit_mask * edit
-    if cond.edit_gate is not None:
-        edit = cond.edit_gate * edit
+    if (weight := cond.edit_weight) is not None:
+        edit = weight * edit
     return base + edit
 
 
@@ -100,12 +98,12 @@ def edm_loss(
     """
     _, _, c_out, _ = edm_coefficients(schedule, t, sigma_data, x0_pred)
     weight = (1 / c_out**2).expand_as(x0_pred)
-    mask = torch.ones_like(x0_pred[:, :1]) if edit_mask is None else edit_mask  # (B, 1, S, S)
     if relative_to is None:
         if edit_mask is None:
             return (weight * (x0_pred - x0) ** 2).mean()
         weight = weight * edit_mask
         return (weight * (x0_pred - x0) ** 2).sum() / (edit_mask.sum() * x0.shape[1]).clamp(min=1.0)
+    mask = torch.ones_like(x0_pred[:, :1]) if edit_mask is None else edit_mask  # (B, 1, S, S)
     pixels = (mask.sum(dim=(1, 2, 3)) * x0.shape[1]).clamp(min=1.0)  # (B,)
     sample_loss = (mask * weight * (x0_pred - x0) ** 2).sum(dim=(1, 2, 3)) / pixels  # (B,)
     base_mse = (mask * (relative_to.float() - x0) ** 2).sum(dim=(1, 2, 3)) / pixels  # (B,)

@@ -110,10 +110,7 @@ class _Scores:
         gt_lmk = self.features.landmarks(clip.gt)[0] if self.metrics & NEEDS_GT_LANDMARKS else None
         id_emb = self._identity_embedding(clip.identity, pair.name)
         for method, frames in videos.items():
-            row = self._score(pair.name, frames, clip.gt, gt_lmk, id_emb)
-            if "psnr" in self.metrics:
-                row["psnr_unseen"] = _psnr_unseen(frames, clip.gt, clip.identity)
-            self.rows[method].append(row)
+            self.rows[method].append(self._score(pair.name, frames, clip, gt_lmk, id_emb))
             self.features.queue_i3d(method, frames, pair.name)
         self.features.queue_i3d("gt", clip.gt, pair.name)
         self.features.clear_faces()
@@ -140,7 +137,7 @@ class _Scores:
         return vectors[0]
 
     def _score(
-        self, name: str, frames: np.ndarray, gt: np.ndarray, gt_lmk: np.ndarray | None, id_emb: Any
+        self, name: str, frames: np.ndarray, clip: _Clip, gt_lmk: np.ndarray | None, id_emb: Any
     ) -> dict[str, Any]:
         """One video's row: VIDEO_KEYS (None where not computed), frames, no_face_frames, identical_frames."""
         from facenhance_cli.metrics.fidelity import ssim_frames
@@ -150,8 +147,9 @@ class _Scores:
         row: dict[str, Any] = {"name": name, "frames": len(frames), **{k: None for k in VIDEO_KEYS}}
         row["identical_frames"] = 0
         no_face = 0
+        gt = clip.gt
         if "psnr" in metrics:
-            row["psnr"], row["identical_frames"] = _psnr(frames, gt)
+            row["psnr"], row["identical_frames"], row["psnr_unseen"] = _psnr(frames, gt, clip.identity)
         if "ssim" in metrics:
             row["ssim"] = float(ssim_frames(frames, gt).mean())
         if metrics & IDENTITY_METRICS:
@@ -200,26 +198,25 @@ class _Scores:
         return sample
 
 
-def _psnr(frames: np.ndarray, gt: np.ndarray) -> tuple[float, int]:
-    """A video's PSNR and its count of identical frames.
+def _psnr(frames: np.ndarray, gt: np.ndarray, identity: np.ndarray | None) -> tuple[float, int, float | None]:
+    """A video's PSNR, its count of identical frames, and its PSNR over the unseen frames.
 
     Identical frames (PSNR inf) are left out of the video's mean and counted: prepare's identity.png is
     the clip's first frame, so the identity baseline always has one, and a single inf would make the
-    whole video inf. A fully identical video stays inf.
+    whole video inf. A fully identical video stays inf. Unseen frames are those whose ground truth is not
+    the identity image (every frame without one); None when there are none.
     """
     from facenhance_cli.metrics.fidelity import psnr_frames
 
-    values = psnr_frames(frames, gt)
+    values = psnr_frames(frames, gt)  # (F,)
+    unseen = np.ones(len(gt), bool) if identity is None else (gt != identity[None]).any(axis=(1, 2, 3))
+    return (*_finite_mean(values), _finite_mean(values[unseen])[0] if unseen.any() else None)
+
+
+def _finite_mean(values: np.ndarray) -> tuple[float, int]:
+    """The mean of the finite values (inf when there are none) and the count of infinite ones."""
     finite = values[np.isfinite(values)]
     return (float(finite.mean()) if len(finite) else float("inf")), int(len(values) - len(finite))
-
-
-def _psnr_unseen(frames: np.ndarray, gt: np.ndarray, identity: np.ndarray | None) -> float | None:
-    """A video's PSNR over the frames whose ground truth is not the identity image (all, without one)."""
-    unseen = np.ones(len(gt), bool) if identity is None else (gt != identity[None]).any(axis=(1, 2, 3))
-    if not unseen.any():
-        return None
-    return _psnr(frames[unseen], gt[unseen])[0]
 
 
 def fvd_scores(features: Features, methods: tuple[str, ...], warnings: list[str]) -> dict[str, float | None]:

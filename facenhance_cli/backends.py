@@ -36,11 +36,17 @@ def openvino_installed() -> bool:
 
 
 def resolve_backend(name: str, device: str) -> str:
-    """`auto` -> openvino on the CPU when it is installed, else torch; an unusable choice is a usage error."""
+    """`auto` -> openvino on a CPU it runs in bf16, else torch; an unusable choice is a usage error.
+
+    Without native bf16 OpenVINO computes in fp32, and there eager torch (with facenhance's allocator
+    setting) was as fast or faster: the quick start on an AVX2-only EPYC took 19.8 s with OpenVINO fp32 and
+    14.9 s with torch fp32 (benchmarks/bench_cli.py, README "Speed").
+    """
     if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}: use {', '.join(BACKENDS)}")
     if name == "auto":
-        return "openvino" if device == "cpu" and openvino_installed() else "torch"
+        usable = device == "cpu" and openvino_installed() and openvino_cpu_has_bf16()
+        return "openvino" if usable else "torch"
     if name == "openvino" and not openvino_installed():
         raise UsageError(OPENVINO_MISSING)
     if name == "openvino" and device != "cpu":

@@ -95,8 +95,11 @@ def _env_threads(environ: dict[str, str] | os._Environ[str]) -> int | None:
 
 
 def use_threads(requested: int | None) -> ThreadPlan:
-    """Plan the threads, then import torch and give it that many (call before anything imports torch)."""
+    """Plan the threads and the allocator, then import torch and give it that many (before torch loads)."""
+    from facenhance_cli.allocator import reuse_freed_memory
+
     plan = plan_threads(requested)
+    reuse_freed_memory()
     import torch
 
     torch.set_num_threads(plan.threads)

@@ -101,11 +101,16 @@ def test_enhance_on_openvino_is_within_psnr_of_torch(require_openvino, pasted_mo
     assert psnr.min() > 40, psnr
 
 
-def test_auto_takes_openvino_on_the_cpu_when_installed(monkeypatch):
+def test_auto_takes_openvino_on_a_cpu_with_bf16_when_installed(monkeypatch):
     monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    monkeypatch.setattr(backends, "openvino_cpu_has_bf16", lambda: True)
     assert backends.resolve_backend("auto", "cpu") == "openvino"
     assert backends.resolve_backend("auto", "cuda:0") == "torch"
     assert backends.resolve_backend("torch", "cpu") == "torch"
+    monkeypatch.setattr(backends, "openvino_cpu_has_bf16", lambda: False)
+    assert backends.resolve_backend("auto", "cpu") == "torch"  # fp32 only: torch was as fast
+    assert backends.resolve_backend("openvino", "cpu") == "openvino"  # asked for by name: kept
+    monkeypatch.setattr(backends, "openvino_cpu_has_bf16", lambda: True)
     monkeypatch.setattr(backends, "openvino_installed", lambda: False)
     assert backends.resolve_backend("auto", "cpu") == "torch"
 
@@ -122,11 +127,13 @@ def test_precision_defaults_to_bf16_on_openvino_only_where_the_cpu_has_it(monkey
 def test_the_default_backend_is_auto_and_says_which_it_took(
     require_openvino, pasted_model, tmp_path, monkeypatch
 ):
-    """With no --backend (and no FACENHANCE_BACKEND) an installed OpenVINO runs the network on the CPU."""
+    """With no --backend (and no FACENHANCE_BACKEND) an installed OpenVINO runs the network on a CPU with
+    bf16; on one without, torch does."""
     monkeypatch.delenv("FACENHANCE_BACKEND")
     result = enhance_example(pasted_model, tmp_path / "out.mkv", "--steps", "1", "--verbose")
     assert result.exit_code == 0, result.output
-    assert "network on openvino in " in result.output
+    expected = "openvino in bf16" if backends.openvino_cpu_has_bf16() else "torch in fp32"
+    assert f"network on {expected}, " in result.output
 
 
 def test_missing_openvino_is_one_line_and_exit_2(monkeypatch, tmp_path):

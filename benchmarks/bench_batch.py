@@ -37,8 +37,8 @@ def make_variant(name: str, model, threads: int):
     from facenhance_cli.backends import make_network
 
     if name == "torch-nchw":
-        return model.network
-    if name == "torch-cl":
+        return copy.deepcopy(model.network).to(memory_format=torch.contiguous_format)
+    if name == "torch-cl":  # as load_for_inference gives it
         return copy.deepcopy(model.network).to(memory_format=torch.channels_last)
     if name == "openvino":
         return make_network(model.network, model.config, "openvino", "fp32", threads)

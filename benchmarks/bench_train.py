@@ -60,8 +60,11 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     args = parser.parse_args()
+    from facenhance_cli.allocator import reuse_freed_memory
+
+    kept = reuse_freed_memory()  # as `train` does; FACENHANCE_MALLOC=system for glibc's defaults
     print(
-        f"# training step, batch {args.batch}, device {args.device}, {torch.get_num_threads()} CPU threads, "
+        f"# allocator {'heap kept' if kept else 'default'}, training step, batch {args.batch}, device {args.device}, {torch.get_num_threads()} CPU threads, "
         f"torch {torch.__version__}; {args.steps} steps per variant, interleaved"
     )
     print("| variant | params | s/step (min) | s/step (median) | samples/s (median) | peak memory | MFU |")

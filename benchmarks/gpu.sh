@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check (issue 14): forward speed and MFU, enhance seconds per video, training steps/s
-# and MFU, each as a markdown table. Sized to finish in under 8 minutes on one H100/H200-class GPU.
+# and MFU, each as a markdown table. Its timeouts add up to 470 s: under 8 minutes on one GPU, whatever hangs.
 #
 # The lent GPU machine has PyTorch but no network and no PyAV / platformdirs: fetch their wheels here
 # first and carry the folder (device tool: carry [".whl"]):
@@ -27,17 +27,21 @@ PY
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv || true
 
 echo "## forward, bf16, channels_last"
-timeout 150 "$PY" benchmarks/bench_forward.py --device cuda --presets paper,small --batches 1,8,32 \
+timeout 90 "$PY" benchmarks/bench_forward.py --device cuda --presets paper,small --batches 1,8,32 \
   --bf16 --channels-last --repeat 10 --peak-tflops "$PEAK"
 
 echo "## enhance: seconds per 32-frame video (2 frames timed per video, scaled; 1000 steps extrapolated)"
 for videos in 1 16; do
-  timeout 120 "$PY" benchmarks/bench_enhance.py --device cuda --presets paper,small --steps 50 \
+  timeout 65 "$PY" benchmarks/bench_enhance.py --device cuda --presets paper,small --steps 50 \
     --frames 32 --measure-frames 2 --batch-videos "$videos" --bf16
 done
 
 echo "## training: paper preset, bf16"
 for batch in 4 32; do
-  timeout 150 "$PY" benchmarks/bench_train.py --device cuda --variants paper@bf16 --batch "$batch" \
+  timeout 60 "$PY" benchmarks/bench_train.py --device cuda --variants paper@bf16 --batch "$batch" \
     --steps 10 --peak-tflops "$PEAK"
 done
+
+echo "## enhance, compiled as \`enhance --compile\` (reduce-overhead: one CUDA graph per step), 16 videos"
+timeout 130 "$PY" benchmarks/bench_enhance.py --device cuda --presets paper --steps 50 --frames 32 \
+  --measure-frames 3 --batch-videos 16 --bf16 --compile

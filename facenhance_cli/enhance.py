@@ -55,6 +55,7 @@ class EnhanceOptions:
     precision: Precision = "fp32"
     backend: str = "torch"  # what runs the network's forward: torch (the reference) or openvino (CPU)
     threads: int | None = None  # CPU threads of the openvino backend (None: torch's count)
+    compile: bool = False  # torch backend: torch.compile the network (CUDA graphs on CUDA)
     lossless: bool = False
     save_frames: bool = False
     compare: bool = False
@@ -472,17 +473,20 @@ def _make_sampling(model: Any, options: EnhanceOptions) -> _Sampling:
 
 def _forward_pass(model: Any, options: EnhanceOptions) -> tuple[Any, torch.dtype | None]:
     """The network's forward on the chosen backend, and the autocast dtype torch runs it in."""
-    from facenhance_cli.accel import configure_cuda_math
+    from facenhance_cli.accel import compile_network, configure_cuda_math
     from facenhance_cli.backends import make_network
 
     configure_cuda_math(options.device)
     if options.precision == "fp16" and not options.device.startswith("cuda"):
         raise UsageError("--precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
+    if options.compile and options.backend != "torch":
+        raise UsageError(f"--compile is for the torch backend; {options.backend} compiles its own graph")
     if options.backend != "torch":  # the backend computes in `precision` itself
         threads = options.threads or torch.get_num_threads()
         return make_network(model.network, model.config, options.backend, options.precision, threads), None
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
-    return model.network, autocast
+    network = compile_network(model.network, options.device) if options.compile else model.network
+    return network, autocast
 
 
 def _step(active: list[_Video], sampling: _Sampling, run: _Run) -> list[_Video]:

@@ -48,6 +48,7 @@ def faults_per_call(mode: str, **env: str) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's (Linux)")
 def test_network_calls_stop_page_faulting_their_activations():
     system = faults_per_call("system", FACENHANCE_MALLOC="system")

@@ -53,6 +53,7 @@ def random_conditioning(
     return images[0], torch.randint(0, 1000, (batch,), generator=g), cond
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [{}, PASTED_EDM], ids=["previous-frame", "pasted-edm"])
 def test_openvino_network_agrees_with_torch(require_openvino, overrides):
     """The compiled graph gives the torch network's output: to float rounding in fp32, to bfloat16's
@@ -89,6 +90,7 @@ def enhance_example(model: Path, out: Path, *options: str):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_enhance_on_openvino_is_within_psnr_of_torch(require_openvino, pasted_model, tmp_path):
     """A whole `enhance` of 3 frames on OpenVINO in bf16 is the torch fp32 video to within 40 dB."""
     videos = {}
@@ -172,3 +174,55 @@ def test_the_converted_graph_is_cached_by_weights(require_openvino, monkeypatch)
         next(net.parameters()).add_(1.0)
     with pytest.raises(AssertionError, match="exported again"):
         backends.make_network(net, config, "openvino", "fp32", threads=1)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)  # torch's own
+def test_enhance_with_compile_agrees_with_eager(pasted_model, tmp_path, monkeypatch):
+    """`--compile` runs the network through torch.compile and gives the eager video to within 40 dB.
+
+    Dynamo's capture is what is tested; inductor's code generation is swapped for aot_eager here, as a
+    C++ compile of even the tiny network took 160 s on the 2-core machine."""
+    real_compile, modes = torch.compile, []
+
+    def aot_eager(model, mode=None, dynamic=None):
+        modes.append(mode)
+        return real_compile(model, backend="aot_eager", dynamic=dynamic)
+
+    monkeypatch.setattr(torch, "compile", aot_eager)
+    videos = {}
+    for name, options in (("eager", ()), ("compiled", ("--compile",))):
+        out = tmp_path / f"{name}.mkv"
+        result = enhance_example(pasted_model, out, "--backend", "torch", "--precision", "fp32", *options)
+        assert result.exit_code == 0, result.output
+        videos[name] = read_video(out)[0]
+    assert modes == ["default"]  # compiled once, for the CPU (CUDA takes reduce-overhead: CUDA graphs)
+    psnr = psnr_frames(videos["eager"], videos["compiled"])
+    assert psnr.min() > 40, psnr
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("overrides", [{}, PASTED_EDM], ids=["previous-frame", "pasted-edm"])
+def test_the_network_compiles_as_one_graph(overrides):
+    """No graph breaks (fullgraph), so a CUDA graph can hold a whole network call."""
+    net, config = random_network(32, **overrides)
+    x_t, t, cond = random_conditioning(2, 32)
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True, dynamic=False)
+    with torch.no_grad():
+        assert torch.equal(compiled(x_t, t, cond), net(x_t, t, cond))
+
+
+def test_compile_is_for_the_torch_backend(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        ["enhance", str(EXAMPLES / "low.mp4"), "-i", str(EXAMPLES / "neutral.png"), "-o",
+         str(tmp_path / "out.mp4"), "--backend", "openvino", "--compile"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --compile is for the torch backend; openvino compiles its own graph"
+    )
+    assert not (tmp_path / "out.mp4").exists()

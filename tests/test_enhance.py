@@ -464,6 +464,7 @@ def test_edit_masked_model_keeps_the_identity_image_away_from_the_head(tmp_path)
     assert_identity_outside_the_edit_mask(model, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shared_noise", [False, True])
 def test_frames_batched_per_call_give_the_same_video(tmp_path, shared_noise):
     """A model without the previous frame samples several frames of a video per call; the result is the

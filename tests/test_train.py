@@ -55,6 +55,7 @@ def test_loss_goes_down(data_dir, tmp_path):
     assert last < 0.6 * first, (first, last)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(data_dir, tmp_path):
     full = tiny_config(**{"training.max_steps": 12, "training.checkpoint_every": 4})
     train(TrainOptions(data_dir, tmp_path / "full", full))

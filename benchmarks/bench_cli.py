@@ -7,7 +7,7 @@ Workloads: the README's quick start (examples/low.mp4, 32 frames) and --videos p
 cached graph, decode, sampling, encode), so settings read at start-up (the allocator, OpenMP) count.
 Variants: `before` is torch fp32 with glibc's default allocator (FACENHANCE_MALLOC=system), the code's
 behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs it now; `openvino` and
-`openvino-bf16` the OpenVINO backend; `torch-fpc2` and `openvino-fpc2` with 2 frames of a video per call.
+`openvino-bf16` the OpenVINO backend; `torch-1thread` torch with one thread; `torch-fpc2` and `openvino-fpc2` with 2 frames of a video per call.
 Per command: wall seconds min / median over rounds, system CPU seconds and peak memory (max RSS) of the
 median round, and PSNR against the ground truth (every frame) with its change against the first variant.
 """
@@ -28,6 +28,7 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "before": ({"FACENHANCE_MALLOC": "system"}, ["--backend", "torch", "--precision", "fp32"]),
     "torch": ({}, ["--backend", "torch", "--precision", "fp32"]),
     "torch-fpc2": ({}, ["--backend", "torch", "--precision", "fp32", "--frames-per-call", "2"]),
+    "torch-1thread": ({}, ["--backend", "torch", "--precision", "fp32", "--threads", "1"]),
     "openvino": ({}, ["--backend", "openvino", "--precision", "fp32"]),
     "openvino-fpc2": ({}, ["--backend", "openvino", "--precision", "fp32", "--frames-per-call", "2"]),
     "openvino-bf16": ({}, ["--backend", "openvino", "--precision", "bf16"]),
@@ -80,7 +81,9 @@ def run_command(variant: str, inputs: list[str], out: Path, threads: int) -> tup
         "enhance",
         *(a.replace("{out}", str(out)) for a in inputs),
     ]
-    command += [*flags, "--threads", str(threads), "--lossless", "--overwrite"]
+    command += [*flags, "--lossless", "--overwrite"]
+    if "--threads" not in flags:
+        command += ["--threads", str(threads)]
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)

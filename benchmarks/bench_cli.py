@@ -7,7 +7,9 @@ Workloads: the README's quick start (examples/low.mp4, 32 frames) and --videos p
 cached graph, decode, sampling, encode), so settings read at start-up (the allocator, OpenMP) count.
 Variants: `before` is torch fp32 with glibc's default allocator (FACENHANCE_MALLOC=system), the code's
 behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs it now; `openvino` and
-`openvino-bf16` the OpenVINO backend; `torch-1thread` torch with one thread; `torch-fpc2` and `openvino-fpc2` with 2 frames of a video per call.
+`openvino-bf16` the OpenVINO backend; `torch-1thread` torch with one thread; `torch-passive` and
+`torch-active` torch with idle threads sleeping or spinning (OMP_WAIT_POLICY); `torch-fpc2` and
+`openvino-fpc2` with 2 frames of a video per call.
 Per command: wall seconds min / median over rounds, system CPU seconds and peak memory (max RSS) of the
 median round, and PSNR against the ground truth (every frame) with its change against the first variant.
 """
@@ -29,6 +31,8 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "torch": ({}, ["--backend", "torch", "--precision", "fp32"]),
     "torch-fpc2": ({}, ["--backend", "torch", "--precision", "fp32", "--frames-per-call", "2"]),
     "torch-1thread": ({}, ["--backend", "torch", "--precision", "fp32", "--threads", "1"]),
+    "torch-passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, ["--backend", "torch", "--precision", "fp32"]),
+    "torch-active": ({"OMP_WAIT_POLICY": "ACTIVE"}, ["--backend", "torch", "--precision", "fp32"]),
     "openvino": ({}, ["--backend", "openvino", "--precision", "fp32"]),
     "openvino-fpc2": ({}, ["--backend", "openvino", "--precision", "fp32", "--frames-per-call", "2"]),
     "openvino-bf16": ({}, ["--backend", "openvino", "--precision", "bf16"]),

@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import numpy as np
 import pytest
 from helpers import foreign_identity_case, make_prepared_dataset, save_tiny_model, synthetic_clip
@@ -81,6 +84,20 @@ def test_a_good_video_gets_no_warning(model_path, videos, tmp_path, name):
         videos / name, "-i", videos / "id.png", "-o", tmp_path / "o.mp4", "-m", model_path, "--strict"
     )
     assert result.exit_code == 0 and "warning" not in result.output, result.output
+
+
+@pytest.mark.slow
+def test_the_summary_line_gives_the_runs_time_not_the_sum_of_the_videos(model_path, videos, tmp_path):
+    """Three videos sharing network calls: the line had summed their overlapping times (30 s for a 10 s
+    run); 40 steps make sampling outweigh the model load, so that sum would exceed the wall time."""
+    args = [videos / "good.mp4", videos / "noise.mp4", videos / "gray.mkv", "-i", videos / "id.png"]
+    started = time.perf_counter()
+    result = enhance(*args, "-o", tmp_path / "out", "-m", model_path, "--batch-videos", "3", "--steps", "40")
+    wall = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    summary = result.output.strip().splitlines()[-1]
+    seconds = float(re.search(r"frames in ([0-9.]+) s\)", summary).group(1))
+    assert 0 < seconds <= wall, (summary, wall)
 
 
 def test_the_summary_line_counts_everything_and_a_skip_is_never_silent(model_path, videos, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -262,15 +263,21 @@ def enhance(
     show_progress = is_terminal() and not quiet
     if backend_name == "torch" and (warning := slow_bf16_warning(precision_name, device_name)):
         typer.echo(f"warning: {warning}", err=True)  # before the work it slows down
+    started = time.perf_counter()
     results, notes = _run(jobs, loaded, options, show_progress)
+    wall_seconds = time.perf_counter() - started  # videos share network calls: their own times overlap
     notes.insert(0, f"network on {backend_name} in {precision_name}, {thread_plan.threads} CPU threads")
     if thread_plan.note:
         notes.insert(1, thread_plan.note)
-    _print_results(results, notes, len(jobs), output, talk=(verbose or is_terminal()) and not quiet)
+    talk = (verbose or is_terminal()) and not quiet
+    _print_results(results, notes, len(jobs), output, talk, wall_seconds)
 
 
-def _print_results(results, notes: list[str], n_jobs: int, output: Path | None, talk: bool) -> None:
-    """Notes (when talking), every warning and error, skips, then the summary line; exit 1 on failures."""
+def _print_results(
+    results, notes: list[str], n_jobs: int, output: Path | None, talk: bool, wall_seconds: float
+) -> None:
+    """Notes (when talking), every warning and error, skips, then the summary line (frames and the run's
+    wall time); exit 1 on failures."""
     from facenhance_cli.errors import FacenhanceError
 
     done = [r for r in results if r.status == "done"]
@@ -291,7 +298,7 @@ def _print_results(results, notes: list[str], n_jobs: int, output: Path | None, 
         for r in skipped:
             typer.echo(f"skipped: {r.job.output} exists (use --overwrite)", err=True)
     frames = sum(r.frames for r in done)
-    seconds = sum(r.seconds for r in done)
+    seconds = wall_seconds
     warned = f", {n_warnings} warning{'s' if n_warnings != 1 else ''}" if n_warnings else ""
     if one:
         if done:

@@ -136,6 +136,7 @@ def test_same_seed_same_video_alone_or_in_a_batch(model_path, inputs, tmp_path):
     assert not np.array_equal(alone, read_video(tmp_path / "other.mkv")[0])
 
 
+@pytest.mark.slow
 def test_steps_T_eta0_is_the_papers_algorithm_3(model_path, inputs, tmp_path):
     """Enhance with --steps T --eta 0 equals an independent implementation of Algorithms 2-3."""
     from facenhance_cli.checkpoint import load_for_inference

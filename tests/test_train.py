@@ -348,6 +348,7 @@ def test_resume_takes_new_sampling_defaults(data_dir, tmp_path):
     assert sampling["steps"] == 3 and sampling["shared_noise"] is True
 
 
+@pytest.mark.slow
 def test_init_fine_tunes_from_a_model_with_its_config(data_dir, tmp_path):
     """--init starts a new run from another model's EMA weights and config (--set on top); a rerun resumes
     the new run; weights that do not fit the asked-for config are refused in one line."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
 from facenhance_cli.accel import compile_network
-from facenhance_cli.conditioning import Conditioning
+from facenhance_cli.conditioning import collate, frame_images
 from facenhance_cli.config import load_preset
 from facenhance_cli.diffusion.denoiser import make_denoiser
 from facenhance_cli.diffusion.recurrent import generate_video
@@ -54,13 +55,16 @@ def main() -> None:
         schedule = make_schedule(config.diffusion)
         denoiser = make_denoiser(net, config, schedule, autocast_dtype=dtype)
         b = args.batch_videos
-        identity = torch.rand(b, 3, size, size, device=args.device) * 2 - 1
+        rng = np.random.default_rng(0)
+        identity = rng.integers(0, 256, (size, size, 3), np.uint8)  # random images: speed only
+        low_px_to_identity = np.float64([[size / 64, 0, 0], [0, size / 64, 0]])
         per_call = []
         for steps in (int(s) for s in args.steps.split(",")):
-            lows = [torch.rand(b, 3, 64, 64, device=args.device) * 2 - 1 for _ in range(args.measure_frames)]
-            pasted = identity if config.unet.use_pasted_frame else None
-            mask = torch.ones(b, 1, size, size, device=args.device) if config.unet.use_edit_mask else None
-            conds = [Conditioning(identity, low, pasted_frame=pasted, edit_mask=mask) for low in lows]
+            lows = [rng.integers(0, 256, (64, 64, 3), np.uint8) for _ in range(args.measure_frames)]
+            conds = [
+                collate([frame_images(config, identity, low, low_px_to_identity)] * b, args.device)
+                for low in lows
+            ]
             with torch.no_grad():
                 frames = generate_video(
                     denoiser, ddim, schedule, conds, list(range(b)), config.conditioning, {"steps": steps}

@@ -106,7 +106,7 @@ def main() -> None:
     from bench_batch import inputs
 
     model = load_for_inference(args.model)
-    fields = backends.network_fields(model.config)
+    fields = list(model.config.unet.network_fields)
     core = ov.Core()
     fp32_graph = backends.cached_openvino_model(core, model.network, model.config, fields)
     clips = sorted(p for p in args.clips.iterdir() if (p / "low.mkv").is_file())

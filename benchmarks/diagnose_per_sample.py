@@ -14,12 +14,14 @@ pooled MSE ratio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import torch
 
 from facenhance_cli.checkpoint import load_for_inference
-from facenhance_cli.data import FrameDataset, conditioning_from_samples, read_manifest, to_tensor
+from facenhance_cli.conditioning import collate
+from facenhance_cli.data import FrameDataset, TrainingSample, read_manifest, to_tensor
 from facenhance_cli.diffusion.denoiser import make_denoiser
 from facenhance_cli.diffusion.schedule import make_schedule
 from facenhance_cli.weights import find_model
@@ -31,7 +33,7 @@ def frame_psnr(estimate: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
     return (10 * torch.log10(4 / mse)).numpy()
 
 
-def pick_samples(data: FrameDataset, frames_per_clip: int) -> list[dict]:
+def pick_samples(data: FrameDataset, frames_per_clip: int) -> list[TrainingSample]:
     positions = []
     for ci in range(len(data.entries)):
         frames = [p for p, (c, _) in enumerate(data.index) if c == ci]
@@ -39,13 +41,13 @@ def pick_samples(data: FrameDataset, frames_per_clip: int) -> list[dict]:
     return [data.sample(p, flip=False) for p in positions]
 
 
-def one_step_estimates(model, samples: list[dict], seed: int) -> tuple[torch.Tensor, ...]:
+def one_step_estimates(model, samples: list[TrainingSample], seed: int) -> tuple[torch.Tensor, ...]:
     """(truth, base, x0 at t = T-1 from shared pure noise), each (N, 3, S, S)."""
     config = model.config
     schedule = make_schedule(config.diffusion)
     denoiser = make_denoiser(model.network, config, schedule)
-    truth = to_tensor([s["high"] for s in samples])  # (N, 3, S, S)
-    cond = conditioning_from_samples(samples, "cpu")
+    truth = to_tensor([s.target for s in samples])  # (N, 3, S, S)
+    cond = collate([s.inputs for s in samples])
     noise = torch.randn(truth.shape[1:], generator=torch.Generator().manual_seed(seed))  # (3, S, S)
     t_last = schedule.num_timesteps - 1
     estimates = []
@@ -75,13 +77,14 @@ def main() -> None:
     config = model.config
     entries = [e for e in read_manifest(args.data) if e.split == args.split]
     picks = np.linspace(0, len(entries) - 1, min(args.clips, len(entries))).round().astype(int)
+    # The base is the paste for every model; targets head-aligned as the model trained, unless --unaligned.
+    unet = dataclasses.replace(config.unet, use_pasted_frame=True)
+    training = dataclasses.replace(
+        config.training, align_targets=config.training.align_targets and not args.unaligned
+    )
     data = FrameDataset(
-        [entries[i] for i in picks], config.unet.image_size, config.encoder.low_size,
-        pasted=True, edit_mask=config.unet.use_edit_mask,
-        align_targets=config.training.align_targets and not args.unaligned,
-        paste_detail_sigma=config.conditioning.paste_detail_sigma,
-        edit_gate_levels=config.conditioning.edit_gate_levels,
-    )  # fmt: skip
+        [entries[i] for i in picks], dataclasses.replace(config, unet=unet, training=training)
+    )
     truth, base, estimate = one_step_estimates(model, pick_samples(data, args.frames), args.seed)
     base_db, model_db = frame_psnr(base, truth), frame_psnr(estimate, truth)
     gain = model_db - base_db

@@ -14,13 +14,15 @@ change). A model worth its cost beats both trivial estimators at every t.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 
 import numpy as np
 import torch
 
 from facenhance_cli.checkpoint import load_for_inference
-from facenhance_cli.data import FrameDataset, conditioning_from_samples, read_manifest, to_tensor
+from facenhance_cli.conditioning import collate
+from facenhance_cli.data import FrameDataset, read_manifest, to_tensor
 from facenhance_cli.diffusion.denoiser import make_denoiser
 from facenhance_cli.diffusion.schedule import make_schedule, q_sample
 from facenhance_cli.weights import find_model
@@ -55,22 +57,16 @@ def main() -> None:
     denoiser = make_denoiser(model.network, config, schedule)
     entries = [e for e in read_manifest(args.data) if e.split == "test"] or read_manifest(args.data)
     picks = np.linspace(0, len(entries) - 1, min(args.clips, len(entries))).round().astype(int)
-    data = FrameDataset(
-        [entries[i] for i in picks],
-        config.unet.image_size,
-        config.encoder.low_size,
-        pasted=True,
-        edit_mask=True,
-        paste_detail_sigma=config.conditioning.paste_detail_sigma,
-        edit_gate_levels=config.conditioning.edit_gate_levels,
-    )
+    # The paste and the mask are measured for every model (a v2 model has neither input).
+    measured = dataclasses.replace(config.unet, use_pasted_frame=True, use_edit_mask=True)
+    data = FrameDataset([entries[i] for i in picks], dataclasses.replace(config, unet=measured))
     positions = []
     for ci in range(len(data.entries)):
         frames = [p for p, (c, _) in enumerate(data.index) if c == ci]
         positions += [frames[int(k)] for k in np.linspace(0, len(frames) - 1, args.frames).round()]
     samples = [data.sample(p, flip=False) for p in positions]
-    truth = to_tensor([s["high"] for s in samples])
-    full_cond = conditioning_from_samples(samples, "cpu")
+    truth = to_tensor([s.target for s in samples])
+    full_cond = collate([s.inputs for s in samples])
     mask = full_cond.edit_mask
     assert mask is not None and full_cond.pasted_frame is not None
     everywhere = torch.ones_like(mask)

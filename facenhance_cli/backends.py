@@ -69,19 +69,6 @@ def openvino_cpu_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def network_fields(config: FacenhanceConfig) -> list[str]:
-    """The Conditioning fields the network reads, in the order the exported graph takes them."""
-    u = config.unet
-    used = {
-        "identity_image": u.use_identity,
-        "low_frame": True,  # the expression encoder's input, or upsampled onto the stacked channels
-        "prev_frame": u.use_prev_frame,
-        "pasted_frame": u.use_pasted_frame,
-        "edit_mask": u.use_edit_mask,
-    }
-    return [name for name, needed in used.items() if needed]
-
-
 class PlainTensorNetwork(nn.Module):
     """The network with plain tensor inputs, (x_t, t, *fields) -> (B, 3, S, S), as exporters want it."""
 
@@ -146,7 +133,7 @@ def openvino_network(
     import openvino as ov
 
     core = ov.Core()
-    fields = network_fields(config)
+    fields = list(config.unet.network_fields)
     model = cached_openvino_model(core, network, config, fields)
     bf16 = precision == "bf16" and openvino_cpu_has_bf16()
     properties = {
@@ -195,6 +182,7 @@ def network_fingerprint(network: nn.Module, config: FacenhanceConfig) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     digest.update(repr(config).encode())
+    digest.update(repr(config.unet.network_fields).encode())  # the graph's input order
     for source in sorted((Path(__file__).parent / "nn").glob("*.py")):
         digest.update(source.read_bytes())
     digest.update(f"{torch.__version__} {ov.__version__}".encode())

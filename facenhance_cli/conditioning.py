@@ -1,25 +1,35 @@
-"""What the denoiser of frame n sees besides x_t (Sec. 4.1.2), as one object from the dataset to the network."""
+"""What the denoiser of frame n sees besides x_t (Sec. 4.1.2): built here, and only here, from uint8 frames.
+
+The dataset, `enhance` and anything new (head motion) hand this module one frame's uint8 images and the
+model's config; `frame_images` makes the fields that config uses (`UNetConfig.stacked_fields`: the pasted
+frame and edit mask where the network reads them; the expression gate where the config sets one) and
+`collate` batches them into the `Conditioning` the samplers, the denoiser and the network take.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+
+from facenhance_cli.config import FacenhanceConfig
 
 
 @dataclass(frozen=True)
 class Conditioning:
     """Conditioning tensors of a batch, float32; images in [-1, 1], masks in [0, 1].
 
-    Which fields a model needs is set by its config (unet.use_prev_frame, use_pasted_frame, use_edit_mask);
-    the dataset fills exactly those, and the training step, the samplers and the denoiser pass it on as is.
+    Which fields a model needs is set by its config (`UNetConfig.stacked_fields`); `frame_images` fills
+    exactly those, and the training step, the samplers and the denoiser pass it on as is.
     """
 
     identity_image: torch.Tensor  # (B, 3, S, S) neutral identity image I_id
     low_frame: torch.Tensor  # (B, 3, L, L) aligned low face on black f_low^n
-    prev_frame: torch.Tensor | None = None  # (B, 3, S, S) f_prev^{n-1} with its noise z already added
+    prev_frame: torch.Tensor | None = None  # (B, 3, S, S) f_prev^{n-1} (noise z added by `add_prev_noise`)
     pasted_frame: torch.Tensor | None = None  # (B, 3, S, S) ours: the low face warped onto I_id
     edit_mask: torch.Tensor | None = None  # (B, 1, S, S) ours: where the output may differ from the base
     # (B, 1, S, S) ours: where the expression changed the face (`pasting.expression_gate`); multiplies the
@@ -42,3 +52,80 @@ class Conditioning:
     def replace(self, **changes: Any) -> Conditioning:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FrameImages:
+    """One frame's conditioning before batching: uint8 RGB images (H, W, 3), float32 masks (H, W, 1)."""
+
+    identity_image: np.ndarray  # (S, S, 3)
+    low_frame: np.ndarray  # (L, L, 3)
+    prev_frame: np.ndarray | None = None  # (S, S, 3) the true previous frame (training); None: the loop's
+    pasted_frame: np.ndarray | None = None  # (S, S, 3)
+    edit_mask: np.ndarray | None = None  # (S, S, 1)
+    edit_gate: np.ndarray | None = None  # (S, S, 1)
+
+    def flipped(self) -> FrameImages:
+        """Every image mirrored left-right (one flip for all keeps them consistent)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{k: v[:, ::-1] for k, v in fields.items() if v is not None})
+
+
+def needs_paste_matrix(config: FacenhanceConfig) -> bool:
+    """True when `frame_images` needs where the low face sits in the identity image (`pasting.locate_low_face`)."""
+    stacked = {name for name, _ in config.unet.stacked_fields}
+    return bool(stacked & {"pasted_frame", "edit_mask"}) or config.conditioning.edit_gate_levels > 0
+
+
+def frame_images(
+    config: FacenhanceConfig,
+    identity_image: np.ndarray,
+    low_frame: np.ndarray,
+    paste_matrix: np.ndarray | None = None,
+    prev_frame: np.ndarray | None = None,
+) -> FrameImages:
+    """The fields `config` uses, from uint8 identity (S,S,3) and low (L,L,3) images; `paste_matrix` (2,3)
+    maps low px to identity px (needed when `needs_paste_matrix`)."""
+    from facenhance_cli import pasting
+
+    stacked = {name for name, _ in config.unet.stacked_fields}
+    levels = config.conditioning.edit_gate_levels
+    if paste_matrix is None and needs_paste_matrix(config):
+        raise ValueError("this model's conditioning needs the paste matrix (pasting.locate_low_face)")
+    pasted = mask = gate = None
+    if paste_matrix is None:
+        return FrameImages(identity_image, low_frame, prev_frame)
+    if "pasted_frame" in stacked:
+        sigma = config.conditioning.paste_detail_sigma
+        pasted = pasting.paste_low_face(identity_image, low_frame, paste_matrix, sigma)
+    if "edit_mask" in stacked:
+        mask = pasting.edit_mask(low_frame, paste_matrix, identity_image.shape[0])[..., None]
+    if levels > 0:
+        gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels)[..., None]
+    return FrameImages(identity_image, low_frame, prev_frame, pasted, mask, gate)
+
+
+def collate(frames: Sequence[FrameImages], device: str = "cpu") -> Conditioning:
+    """Batch per-frame images into a Conditioning on `device`: images to [-1, 1], masks as they are."""
+    from facenhance_cli.accel import to_device
+
+    def images(name: str) -> torch.Tensor | None:
+        arrays = [getattr(f, name) for f in frames]
+        if any(a is None for a in arrays):
+            return None
+        batch = np.stack([np.ascontiguousarray(a) for a in arrays])  # (B, H, W, C)
+        tensor = torch.from_numpy(batch).permute(0, 3, 1, 2)
+        scaled = tensor.float() if batch.dtype != np.uint8 else tensor.float().div(127.5).sub(1.0)
+        return to_device(scaled, device)
+
+    identity, low = images("identity_image"), images("low_frame")
+    assert identity is not None and low is not None  # every frame has them
+    fields = ("prev_frame", "pasted_frame", "edit_mask", "edit_gate")
+    return Conditioning(identity, low, *(images(name) for name in fields))
+
+
+def add_prev_noise(cond: Conditioning, std: float, z: torch.Tensor) -> Conditioning:
+    """f_prev + std z (Sec. 4.1.2: the previous frame is noised so errors do not accumulate); z (B,3,S,S)."""
+    if cond.prev_frame is None or std == 0:
+        return cond
+    return cond.replace(prev_frame=cond.prev_frame + std * z)

@@ -53,17 +53,31 @@ class UNetConfig:
     use_edit_mask: bool = False  # ours: the edit mask (where the face may change) concatenated (1)
 
     @property
-    def in_channels(self) -> int:
-        """Input channels: x_t + identity + previous frame (+ low frame without E_exp) (+ pasted frame)
-        (+ edit mask)."""
-        images = (
-            1
-            + self.use_identity
-            + self.use_prev_frame
-            + (not self.use_expression_encoder)
-            + self.use_pasted_frame
+    def stacked_fields(self) -> tuple[tuple[str, int], ...]:
+        """The Conditioning fields stacked on x_t's channels, in order, with their channel counts.
+
+        The one mapping from the switches to the network's image inputs: the network, `in_channels`, the
+        exported graph and the conditioning builder all read it.
+        """
+        fields = (
+            ("identity_image", 3, self.use_identity),
+            ("prev_frame", 3, self.use_prev_frame),
+            ("low_frame", 3, not self.use_expression_encoder),  # upsampled when E_exp does not take it
+            ("pasted_frame", 3, self.use_pasted_frame),
+            ("edit_mask", 1, self.use_edit_mask),
         )
-        return 3 * images + self.use_edit_mask
+        return tuple((name, channels) for name, channels, used in fields if used)
+
+    @property
+    def network_fields(self) -> tuple[str, ...]:
+        """Every Conditioning field the network reads: the stacked ones and the low frame (E_exp's input)."""
+        stacked = [name for name, _ in self.stacked_fields]
+        return tuple(dict.fromkeys([*stacked, "low_frame"]))
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: x_t and the stacked conditioning images."""
+        return 3 + sum(channels for _, channels in self.stacked_fields)
 
 
 @dataclass(frozen=True)
@@ -148,7 +162,7 @@ class TrainingConfig:
     align_targets: bool = False
     # edm only. mse: the masked squared error summed over the batch, so samples the base gets badly wrong
     # (big moves) dominate and near-static ones, where any edit costs PSNR, hardly count. relative: each
-    # sample's error is divided by its base's own (`diffusion.precond.edm_loss`), which weighs every sample
+    # sample's error is divided by its base's own (`diffusion.losses.edm_loss`), which weighs every sample
     # as mean per-frame PSNR does.
     loss_scale: LossScale = "mse"
     checkpoint_every: int = 5000

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facenhance_cli.accel import to_device
-from facenhance_cli.conditioning import Conditioning
+from facenhance_cli.conditioning import FrameImages, frame_images, needs_paste_matrix
+from facenhance_cli.config import FacenhanceConfig
 from facenhance_cli.errors import InputError, UsageError
 from facenhance_cli.fileio import read_jsonl
 
@@ -73,6 +73,14 @@ def read_manifest(data_dir: Path) -> list[ClipEntry]:
     return entries
 
 
+@dataclass(frozen=True)
+class TrainingSample:
+    """One training pair: the target high frame (S, S, 3) uint8 and what the denoiser sees for it."""
+
+    target: np.ndarray
+    inputs: FrameImages
+
+
 @dataclass
 class Clip:
     """Decoded clip arrays, uint8 RGB: high (F,S,S,3), low (F,L,L,3), identity (S,S,3)."""
@@ -110,33 +118,24 @@ def load_clip(entry: ClipEntry, image_size: int, low_size: int) -> Clip:
 
 
 class FrameDataset:
-    """All (clip, frame) pairs of some clips; clips are held in memory when small, else decoded on demand."""
+    """All (clip, frame) pairs of some clips as training samples for `config`'s model; clips are held in
+    memory when small, else decoded on demand."""
 
     def __init__(
         self,
         entries: Sequence[ClipEntry],
-        image_size: int,
-        low_size: int,
+        config: FacenhanceConfig,
         in_memory: bool | None = None,
         cache_clips: int = 16,
         workers: int = 1,
-        pasted: bool = False,
-        edit_mask: bool = False,
-        align_targets: bool = False,
-        paste_detail_sigma: float = 0.0,
-        edit_gate_levels: float = 0.0,
     ) -> None:
         self.entries = list(entries)
-        self.align_targets = align_targets  # high frames moved so their face sits where frame 0's does
+        self.config = config  # what a sample holds: conditioning.frame_images makes the fields it uses
         self._alignments: dict[int, np.ndarray | None] = {}  # clip index -> (F, 2, 3), None if no landmarks
-        self.pasted = pasted  # samples carry the pasted frame (the low face on the identity image)
-        self.paste_detail_sigma = paste_detail_sigma  # conditioning.paste_detail_sigma
-        self.edit_mask = edit_mask  # samples carry the edit mask (where the face may change)
-        self.edit_gate_levels = edit_gate_levels  # > 0: samples carry the expression gate too
         self._paste_matrices: dict[int, np.ndarray] = {}  # clip index -> low px to identity px
-        self.image_size = image_size
-        self.low_size = low_size
-        est = sum(max(e.n_frames, 1) * (image_size**2 + low_size**2) * 3 for e in self.entries)
+        self.image_size = config.unet.image_size
+        self.low_size = config.encoder.low_size
+        est = sum(max(e.n_frames, 1) * (self.image_size**2 + self.low_size**2) * 3 for e in self.entries)
         self.in_memory = est <= IN_MEMORY_LIMIT_BYTES if in_memory is None else in_memory
         self._cache: OrderedDict[int, Clip] = OrderedDict()
         self._cache_size = cache_clips
@@ -217,7 +216,7 @@ class FrameDataset:
     def _high(self, ci: int, n: int) -> np.ndarray:
         """(S, S, 3) uint8 high frame n of clip `ci`, moved onto frame 0's head pose with align_targets."""
         frame = self.clip(ci).high[n]
-        transforms = self.alignment(ci) if self.align_targets else None
+        transforms = self.alignment(ci) if self.config.training.align_targets else None
         if transforms is None or n >= len(transforms):
             return frame
         import cv2
@@ -229,40 +228,25 @@ class FrameDataset:
             frame, transforms[n], (size, size), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE
         )
 
-    def sample(self, position: int, flip: bool, gain: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """uint8 arrays low (L,L,3), identity, high, prev (S,S,3) [, pasted (S,S,3)] [, edit_mask (S,S,1)
-        float32]; prev of frame 0 is the identity image. `gain` (3,) scales every image's channels alike."""
+    def sample(self, position: int, flip: bool, gain: np.ndarray | None = None) -> TrainingSample:
+        """The target high frame n and its conditioning images; the previous frame of frame 0 is the identity
+        image. `gain` (3,) scales every image's channels alike; `flip` mirrors them all."""
         ci, n = self.index[position]
         clip = self.clip(ci)
-        sample = {
-            "low": clip.low[n],
-            "identity": clip.identity,
-            "high": self._high(ci, n),
-            "prev": self._high(ci, n - 1) if n > 0 else clip.identity,
-        }
+        images = [
+            clip.low[n],
+            clip.identity,
+            self._high(ci, n),
+            self._high(ci, n - 1) if n > 0 else clip.identity,
+        ]
         if gain is not None:  # black stays black: the low frame's background is still background
-            sample = {k: np.clip(v * gain + 0.5, 0, 255).astype(np.uint8) for k, v in sample.items()}
-        if self.pasted:
-            from facenhance_cli.pasting import paste_low_face
-
-            sample["pasted"] = paste_low_face(
-                sample["identity"], sample["low"], self.paste_matrix(ci), self.paste_detail_sigma
-            )
-        if self.edit_mask:
-            from facenhance_cli.pasting import edit_mask
-
-            size = clip.identity.shape[0]
-            sample["edit_mask"] = edit_mask(clip.low[n], self.paste_matrix(ci), size)[..., None]
-        if self.edit_gate_levels > 0:
-            from facenhance_cli.pasting import expression_gate
-
-            gate = expression_gate(
-                sample["identity"], sample["low"], self.paste_matrix(ci), self.edit_gate_levels
-            )
-            sample["edit_gate"] = gate[..., None]
-        if flip:  # one flip for every image of the sample keeps them consistent
-            sample = {k: v[:, ::-1] for k, v in sample.items()}
-        return sample
+            images = [np.clip(image * gain + 0.5, 0, 255).astype(np.uint8) for image in images]
+        low, identity, target, prev = images
+        matrix = self.paste_matrix(ci) if needs_paste_matrix(self.config) else None
+        inputs = frame_images(self.config, identity, low, matrix, prev_frame=prev)
+        if flip:
+            return TrainingSample(target[:, ::-1], inputs.flipped())
+        return TrainingSample(target, inputs)
 
 
 def head_alignments(meta_path: Path, size: int) -> np.ndarray | None:
@@ -291,28 +275,6 @@ def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     """uint8 (H,W,3) images -> float32 (B,3,H,W) in [-1, 1]."""
     batch = np.stack([np.ascontiguousarray(im) for im in images])
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def to_mask_tensor(masks: Sequence[np.ndarray]) -> torch.Tensor:
-    """float (H,W,1) masks in [0, 1] -> float32 (B,1,H,W)."""
-    batch = np.stack([np.ascontiguousarray(m, dtype=np.float32) for m in masks])
-    return torch.from_numpy(batch).permute(0, 3, 1, 2)
-
-
-def conditioning_from_samples(samples: Sequence[dict[str, np.ndarray]], device: str) -> Conditioning:
-    """The Conditioning of a list of `FrameDataset.sample` dicts; prev_frame is the clean previous frame."""
-
-    def images(key: str) -> torch.Tensor | None:
-        return to_device(to_tensor([s[key] for s in samples]), device) if key in samples[0] else None
-
-    def masks(key: str) -> torch.Tensor | None:
-        return to_device(to_mask_tensor([s[key] for s in samples]), device) if key in samples[0] else None
-
-    identity, low = images("identity"), images("low")
-    assert identity is not None and low is not None  # every sample has them
-    return Conditioning(
-        identity, low, images("prev"), images("pasted"), masks("edit_mask"), masks("edit_gate")
-    )
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -140,7 +140,8 @@ def test_schedule_to_moves_every_tensor_and_keeps_float64():
 def test_relative_edm_loss_weighs_each_sample_by_its_base_error(schedule):
     """loss_scale = relative: each sample's masked EDM loss times sigma_data^2 / (base MSE + floor^2), so
     the same fraction of the base's error costs the same on a static sample as on a moving one."""
-    from facenhance_cli.diffusion.precond import RELATIVE_FLOOR_RMS, edm_coefficients, edm_loss
+    from facenhance_cli.diffusion.losses import RELATIVE_FLOOR_RMS, edm_loss
+    from facenhance_cli.diffusion.precond import edm_coefficients
 
     gen = torch.Generator().manual_seed(0)
     x0 = torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1

@@ -241,21 +241,22 @@ def test_unreadable_clip_is_skipped_and_streaming_matches_memory(tmp_path, caplo
     data = make_prepared_dataset(tmp_path / "d", n_train=3, n_test=0, n_frames=3)
     (data / "s01_clip" / "high.mkv").write_bytes(b"not a video")
     entries = read_manifest(data)
-    in_memory = FrameDataset(entries, 32, 64, in_memory=True, workers=2)
-    streaming = FrameDataset(entries, 32, 64, in_memory=False, cache_clips=1)
+    in_memory = FrameDataset(entries, tiny_config(), in_memory=True, workers=2)
+    streaming = FrameDataset(entries, tiny_config(), in_memory=False, cache_clips=1)
     assert [e.clip_id for e in in_memory.entries] == ["s00_clip", "s02_clip"]
     assert "skipping unreadable clip s01_clip" in caplog.text
     for position in range(len(in_memory)):
         a, b = in_memory.sample(position, flip=True), streaming.sample(position, flip=True)
-        for key in a:
-            assert (a[key] == b[key]).all()
+        assert (a.target == b.target).all()
+        for name in ("identity_image", "low_frame", "prev_frame"):
+            assert (getattr(a.inputs, name) == getattr(b.inputs, name)).all()
     # Frame 0's previous frame is the identity image (what inference conditions frame 0 on).
-    first = in_memory.sample(0, flip=False)
-    assert (first["prev"] == first["identity"]).all()
+    first = in_memory.sample(0, flip=False).inputs
+    assert first.prev_frame is not None and (first.prev_frame == first.identity_image).all()
     for clip_id in ("s00_clip", "s02_clip"):
         (data / clip_id / "low.mkv").write_bytes(b"")
     with pytest.raises(Exception, match="no readable clips"):
-        FrameDataset(read_manifest(data), 32, 64)
+        FrameDataset(read_manifest(data), tiny_config())
 
 
 def test_pasted_frame_samples_and_a_run_with_them(data_dir, tmp_path):
@@ -263,13 +264,17 @@ def test_pasted_frame_samples_and_a_run_with_them(data_dir, tmp_path):
     from facenhance_cli.data import FrameDataset, read_manifest
     from facenhance_cli.pasting import paste_low_face
 
-    dataset = FrameDataset(read_manifest(data_dir), 32, 64, pasted=True)
-    plain, flipped = dataset.sample(5, flip=False), dataset.sample(5, flip=True)
+    pasting = tiny_config(**{"unet.identity_skip": True, "unet.use_pasted_frame": True})
+    dataset = FrameDataset(read_manifest(data_dir), pasting)
+    plain, flipped = dataset.sample(5, flip=False).inputs, dataset.sample(5, flip=True).inputs
     ci, n = dataset.index[5]
     clip = dataset.clip(ci)
-    assert (plain["pasted"] == paste_low_face(clip.identity, clip.low[n], dataset.paste_matrix(ci))).all()
-    assert (flipped["pasted"] == plain["pasted"][:, ::-1]).all()
-    assert "pasted" not in FrameDataset(read_manifest(data_dir), 32, 64).sample(5, flip=False)
+    assert plain.pasted_frame is not None and flipped.pasted_frame is not None
+    assert (plain.pasted_frame == paste_low_face(clip.identity, clip.low[n], dataset.paste_matrix(ci))).all()
+    assert (flipped.pasted_frame == plain.pasted_frame[:, ::-1]).all()
+    assert (
+        FrameDataset(read_manifest(data_dir), tiny_config()).sample(5, flip=False).inputs.pasted_frame is None
+    )
 
     config = tiny_config(
         **{
@@ -325,13 +330,16 @@ def test_aligned_targets_move_the_head_back_onto_frame_zero(tmp_path):
     meta = json.loads((clip / "meta.json").read_text())
     meta.update(size=64, landmarks_high=[points.tolist(), (points + [9, 5]).tolist()])
     (clip / "meta.json").write_text(json.dumps(meta))
-    aligned = FrameDataset(read_manifest(data), 64, 64, align_targets=True).sample(1, flip=False)["high"]
-    raw = FrameDataset(read_manifest(data), 64, 64).sample(1, flip=False)["high"]
+    aligning = tiny_config(**{"unet.image_size": 64, "training.align_targets": True})
+    aligned = FrameDataset(read_manifest(data), aligning).sample(1, flip=False).target
+    raw = (
+        FrameDataset(read_manifest(data), tiny_config(**{"unet.image_size": 64})).sample(1, flip=False).target
+    )
     inner = (slice(12, 52), slice(12, 52))
     assert np.abs(aligned[inner].astype(int) - high[0][inner].astype(int)).max() <= 2
     assert np.abs(raw[inner].astype(int) - high[0][inner].astype(int)).max() > 20
     (clip / "meta.json").write_text(json.dumps({"clip_id": "s00_clip"}))
-    unaligned = FrameDataset(read_manifest(data), 64, 64, align_targets=True).sample(1, flip=False)["high"]
+    unaligned = FrameDataset(read_manifest(data), aligning).sample(1, flip=False).target
     assert (unaligned == raw).all()
 
 

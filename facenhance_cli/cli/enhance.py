@@ -211,6 +211,7 @@ def enhance(
     from facenhance_cli.enhance import (
         EnhanceOptions,
         check_jobs,
+        check_run_flags,
         default_batch_videos,
         parse_shard,
         plan_jobs,
@@ -226,17 +227,10 @@ def enhance(
     jobs = take_shard(jobs, k, n)
     check_jobs(jobs, compare, save_frames)  # before the model loads: inputs safe, readable; outputs writable
     device_name = resolve_device(device)
-    if compile_ and backend.value == "openvino":
-        raise UsageError("--compile is for the torch backend; openvino compiles its own graph")
-    backend_name = "torch" if compile_ else resolve_backend(backend.value, device_name)
+    backend_name = (
+        "torch" if compile_ and backend.value == "auto" else resolve_backend(backend.value, device_name)
+    )
     precision_name = resolve_precision(precision.value if precision else None, backend_name)
-    loaded = load_for_inference(find_model(model, models_dir), device_name)
-    if batch_videos is None and not device_name.startswith("cuda"):
-        batch_videos = default_batch_videos(device_name, 0.0)  # no cost count (it imports sympy) on the CPU
-    elif batch_videos is None:
-        from facenhance_cli.costs import measure_cost
-
-        batch_videos = default_batch_videos(device_name, measure_cost(loaded.config).gflop_per_call)
     options = EnhanceOptions(
         sampler=sampler.value if sampler else None,
         steps=steps,
@@ -245,7 +239,7 @@ def enhance(
         spacing=spacing.value if spacing else None,
         shared_noise=shared_noise,
         seed=seed,
-        batch_videos=batch_videos,
+        batch_videos=batch_videos or 1,
         frames_per_call=frames_per_call,
         device=device_name,
         precision=precision_name,
@@ -260,6 +254,16 @@ def enhance(
         strict=strict,
         weights_dir=weights_dir,
     )
+    check_run_flags(options)  # before the model loads
+    loaded = load_for_inference(find_model(model, models_dir), device_name)
+    if batch_videos is None and not device_name.startswith("cuda"):
+        options.batch_videos = default_batch_videos(
+            device_name, 0.0
+        )  # no cost count (it imports sympy) on the CPU
+    elif batch_videos is None:
+        from facenhance_cli.costs import measure_cost
+
+        options.batch_videos = default_batch_videos(device_name, measure_cost(loaded.config).gflop_per_call)
     show_progress = is_terminal() and not quiet
     if backend_name == "torch" and (warning := slow_bf16_warning(precision_name, device_name)):
         typer.echo(f"warning: {warning}", err=True)  # before the work it slows down
@@ -343,7 +347,7 @@ def _run(jobs, loaded, options, show_progress: bool):
         def on_job_start(job, n_frames):
             progress.update(frames, total=(progress.tasks[frames].total or 0) + n_frames)
 
-        def on_step(i, n):
+        def on_progress(i, n):
             progress.update(steps, completed=i, total=n)
 
         def on_frame(batch_jobs, count):
@@ -354,5 +358,5 @@ def _run(jobs, loaded, options, show_progress: bool):
         def on_job_end(result):
             progress.advance(videos)
 
-        reporter = Reporter(on_job_start, on_frame, on_step, on_job_end)
+        reporter = Reporter(on_job_start, on_frame, on_progress, on_job_end)
         return enhance_videos(jobs, loaded, options, reporter), reporter.notes

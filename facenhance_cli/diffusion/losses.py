@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from facenhance_cli.diffusion.precond import edm_coefficients
 from facenhance_cli.diffusion.schedule import Schedule, prediction_target, to_x0_eps, xprev_target
 
 LOSSES = ("xprev", "eps", "v", "x0")
@@ -40,3 +41,40 @@ def diffusion_loss(
     else:
         estimate = xprev_target(schedule, x0_pred, t, eps_pred)
     return torch.mean((estimate.float() - target.float()) ** 2)
+
+
+# relative loss: a base closer to its target than RMS 0.005 (0.64 levels of 255, 52 dB) counts as this
+# close, so a sample's weight stays finite: at most (sigma_data / 0.005)^2, 1600 for the small preset. Frame
+# 0 (whose truth is the identity image) has a base at about 63 dB; v4 took it to 40 dB, which alone costs
+# 0.7 dB of a 32-frame clip's mean PSNR (benchmarks/diagnose_per_sample.py, docs/experiments.md).
+RELATIVE_FLOOR_RMS = 0.005
+
+
+def edm_loss(
+    x0_pred: torch.Tensor,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    schedule: Schedule,
+    sigma_data: float,
+    edit_mask: torch.Tensor | None,
+    relative_to: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Scalar: mean of m (x0_pred - x0)^2 / c_out^2 over the edited pixels (EDM eq. 2 with Table 1's weight).
+
+    With `relative_to` (the base, (B,3,S,S)) each sample's mean is scaled by sigma_data^2 over the base's
+    own masked MSE against x0 (floored at RELATIVE_FLOOR_RMS^2): a first-order stand-in for the mean of
+    log MSE, which is what mean per-frame PSNR rewards.
+    """
+    _, _, c_out, _ = edm_coefficients(schedule, t, sigma_data, x0_pred)
+    weight = (1 / c_out**2).expand_as(x0_pred)
+    if relative_to is None:
+        if edit_mask is None:
+            return (weight * (x0_pred - x0) ** 2).mean()
+        weight = weight * edit_mask
+        return (weight * (x0_pred - x0) ** 2).sum() / (edit_mask.sum() * x0.shape[1]).clamp(min=1.0)
+    mask = torch.ones_like(x0_pred[:, :1]) if edit_mask is None else edit_mask  # (B, 1, S, S)
+    pixels = (mask.sum(dim=(1, 2, 3)) * x0.shape[1]).clamp(min=1.0)  # (B,)
+    sample_loss = (mask * weight * (x0_pred - x0) ** 2).sum(dim=(1, 2, 3)) / pixels  # (B,)
+    base_mse = (mask * (relative_to.float() - x0) ** 2).sum(dim=(1, 2, 3)) / pixels  # (B,)
+    scale = sigma_data**2 / (base_mse + RELATIVE_FLOOR_RMS**2)  # (B,), no gradient flows through x0 or base
+    return (scale.detach() * sample_loss).mean()

@@ -117,7 +117,7 @@ def sdedit_start(
 
 def ddpm(
     denoiser: Denoiser,
-    x_T: torch.Tensor,
+    x_start: torch.Tensor,
     schedule: Schedule,
     cond: Any,
     generators: Sequence[torch.Generator],
@@ -126,7 +126,8 @@ def ddpm(
     steps: int | None = None,
     eta: float = 1.0,
 ) -> torch.Tensor:
-    """Ancestral DDPM over all T steps (Ho et al. 2020, Algorithm 2), posterior variance beta tilde."""
+    """Ancestral DDPM over all T steps from x_start = x_T (Ho et al. 2020, Algorithm 2), posterior variance
+    beta tilde."""
     n = schedule.num_timesteps
     if steps not in (None, n):
         raise ValueError(f"the ddpm sampler runs all {n} steps; use ddim for fewer")
@@ -134,7 +135,7 @@ def ddpm(
     abar = schedule.alphas_cumprod.tolist()
     abar_prev = schedule.alphas_cumprod_prev.tolist()
     variance = schedule.posterior_variance.tolist()
-    x = x_T.double()
+    x = x_start.double()
     for i, t in enumerate(range(n - 1, -1, -1)):
         x0, _ = denoiser(x.float(), _batch_t(t, x), cond)
         # Posterior mean coefficients (Ho et al. eq. 7).

@@ -135,31 +135,15 @@ class ConditionalUNet(nn.Module):
         return self.out(h)  # (B, 3, S, S)
 
     def _inputs(self, x_t: torch.Tensor, cond: Conditioning) -> list[torch.Tensor]:
-        """The images stacked on channels, in a fixed order: x_t, I_id, f_prev, f_low up, pasted, mask."""
-        u = self.config.unet
-        wanted = {
-            "identity_image": u.use_identity,
-            "prev_frame": u.use_prev_frame,
-            "pasted_frame": u.use_pasted_frame,
-            "edit_mask": u.use_edit_mask,
-        }
-        missing = [name for name, used in wanted.items() if used and getattr(cond, name) is None]
-        if missing:
-            raise ValueError(
-                f"this network conditions on {', '.join(missing)}, which the caller did not give"
-            )
+        """x_t and the images its config stacks on the channels (`UNetConfig.stacked_fields`), in order."""
         inputs = [x_t]
-        if u.use_identity:
-            inputs.append(cond.identity_image)
-        if u.use_prev_frame:
-            inputs.append(cast(torch.Tensor, cond.prev_frame))
-        if self.encoder is None:
-            low_up = F.interpolate(cond.low_frame, size=x_t.shape[-2:], mode="bilinear", align_corners=False)
-            inputs.append(low_up)
-        if u.use_pasted_frame:
-            inputs.append(cast(torch.Tensor, cond.pasted_frame))
-        if u.use_edit_mask:
-            inputs.append(cast(torch.Tensor, cond.edit_mask))
+        for name, _channels in self.config.unet.stacked_fields:
+            image = getattr(cond, name)
+            if image is None:
+                raise ValueError(f"this network conditions on {name}, which the caller did not give")
+            if name == "low_frame":  # without E_exp the low frame is upsampled onto the stack
+                image = F.interpolate(image, size=x_t.shape[-2:], mode="bilinear", align_corners=False)
+            inputs.append(image)
         return inputs
 
 

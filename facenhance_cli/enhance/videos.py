@@ -1,0 +1,267 @@
+"""One video of an `enhance` run: its inputs (identity image, low frames), the warnings they earn, and its
+outputs (the video, --compare, --save-frames), opened together and closed or deleted together."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facenhance_cli.config import FacenhanceConfig
+from facenhance_cli.enhance.planning import (
+    PREPARED_LOW,
+    EnhanceJob,
+    EnhanceOptions,
+    JobResult,
+    compare_path,
+    frames_path,
+)
+from facenhance_cli.errors import InputError, one_line
+from facenhance_cli.fileio import temp_path_for
+
+
+def load_identity(path: Path, size: int, weights_dir: Path | None = None) -> tuple[np.ndarray, str | None]:
+    """The identity image at size x size: used as is when already that size, else aligned like prepare does."""
+    from facenhance_cli.video import read_image
+
+    image = read_image(path)
+    if image.shape[0] == size and image.shape[1] == size:
+        return image, None
+    from facenhance_cli.faces import align_identity, default_detector
+
+    aligned = align_identity(image, size=size, detector=default_detector(weights_dir=weights_dir))
+    return aligned, f"{path.name}: {image.shape[1]}x{image.shape[0]} photo aligned to {size}x{size}"
+
+
+def low_frame_stream(
+    path: Path, low_size: int, prepare_input: bool, weights_dir: Path | None = None
+) -> tuple[Generator[np.ndarray, None, None], str | None]:
+    """Low frames at low_size x low_size: resized when needed, or run through prepare's alignment first."""
+    import cv2
+
+    from facenhance_cli.video import iter_frames, probe_video
+
+    info = probe_video(path)
+    if prepare_input:
+        aligned = prepared_low_frames(path, low_size, weights_dir)
+        return (frame for frame in aligned), f"{path.name}: faces aligned with prepare's low pipeline"
+    note = None
+    if (info.width, info.height) != (low_size, low_size):
+        note = f"{path.name}: {info.width}x{info.height} frames resized to {low_size}x{low_size}"
+
+    def frames() -> Generator[np.ndarray, None, None]:
+        for frame in iter_frames(path):
+            if frame.shape[:2] != (low_size, low_size):
+                frame = cv2.resize(frame, (low_size, low_size), interpolation=cv2.INTER_AREA)
+            yield frame
+
+    return frames(), note
+
+
+def prepared_low_frames(path: Path, low_size: int, weights_dir: Path | None = None) -> list[np.ndarray]:
+    """A real (not black-background) video -> OpenFace-style aligned faces on black, as `prepare` makes them."""
+    from facenhance_cli import faces
+    from facenhance_cli.video import iter_frames
+
+    frames = list(iter_frames(path))
+    landmarks = faces.track_landmarks(frames, faces.default_detector(weights_dir=weights_dir)).landmarks
+    template = faces.alignment_template(weights_dir)
+    return [
+        faces.align_face(f, lm, template, low_size).image for f, lm in zip(frames, landmarks, strict=True)
+    ]
+
+
+def display_name(path: Path) -> str:
+    """A short name for messages: the file name, with its clip folder for prepare's low.mkv files."""
+    return f"{path.parent.name}/{path.name}" if path.name == PREPARED_LOW else path.name
+
+
+def low_video_warnings(path: Path, n_frames: int, first: np.ndarray, prepared: bool) -> list[str]:
+    """What makes a low video likely garbage in, from its first (low_size, low_size, 3) uint8 frame.
+
+    A `prepare`-style low frame is a colour face on black: a still image, a flat frame, a grey one or one
+    without a black surround (noise, a real video not run through --prepare-input) is worth a warning.
+    """
+    from facenhance_cli.video import IMAGE_SUFFIXES
+
+    label = display_name(path)
+    out = []
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        out.append(f"{label} is a still image, not a video (one frame)")
+    elif n_frames == 1:
+        out.append(f"{label} has a single frame")
+    frame = first.astype(np.int16)
+    if frame.std() < 3:
+        out.append(f"{label}: the first frame is flat (value {int(frame.mean())}): a blank video?")
+        return out
+    if np.abs(frame - frame[..., :1]).max() <= 2:
+        out.append(f"{label} is grayscale: the model expects colour faces")
+    # Aligned low faces leave the corners outside the landmark hull black: about a fifth of the frame
+    # on prepared clips, three quarters on small faces. Noise has almost no black pixel (0.07 %).
+    if not prepared and (frame.max(axis=2) < 24).mean() < 0.05:
+        out.append(
+            f"{label} does not look like a face on black (as `prepare` makes): "
+            "use --prepare-input for a real video"
+        )
+    return out
+
+
+def identity_warnings(path: Path, image: np.ndarray) -> list[str]:
+    """A blank identity image is worth a warning (a face-less one shows in the paste match)."""
+    if image.astype(np.float32).std() < 3:
+        return [f"identity image {path.name} is flat (value {int(image.mean())}): no face to copy"]
+    return []
+
+
+@dataclass
+class OpenVideo:
+    """One video in the batch; `stack` holds its low-frame reader and its writers (and frames folder)."""
+
+    job: EnhanceJob
+    stack: ExitStack
+    frames: Iterator[np.ndarray]
+    writers: list[Any]  # the output video, then the --compare video when asked for
+    frames_dir: Path | None  # --save-frames: the temporary PNG folder, renamed when the video is done
+    identity_image: np.ndarray  # (S, S, 3) uint8
+    low: np.ndarray | None  # frame n's low frame; None once the video has no more
+    paste_matrix: np.ndarray | None  # low px -> identity px, for models whose conditioning needs it
+    warnings: list[str]
+    n_frames: int  # from the container header (0 when unknown)
+    started: float = field(default_factory=time.perf_counter)
+    n: int = 0
+    ahead: list[np.ndarray] = field(default_factory=list)  # low frames read past frame n (upcoming)
+
+    def upcoming(self, k: int) -> list[np.ndarray]:
+        """Low frames n..n+k-1 (fewer at the end), read ahead; advance() consumes them in order."""
+        while len(self.ahead) < k - 1:
+            following = next(self.frames, None)
+            if following is None:
+                break
+            self.ahead.append(following)
+        assert self.low is not None  # videos whose frames ran out were finished
+        return [self.low, *self.ahead[: k - 1]]
+
+    def advance(self, frame: np.ndarray) -> None:
+        """Write generated frame n (S, S, 3) uint8 (and its --compare row and PNG), read low frame n+1."""
+        from facenhance_cli.video import write_image
+
+        assert self.low is not None
+        self.writers[0].write(frame)
+        if len(self.writers) > 1:
+            import cv2
+
+            size = self.identity_image.shape[1::-1]
+            low_up = cv2.resize(self.low, size, interpolation=cv2.INTER_CUBIC)
+            self.writers[1].write(np.concatenate([low_up, frame, self.identity_image], axis=1))
+        if self.frames_dir is not None:
+            write_image(self.frames_dir / f"frame_{self.n:05d}.png", frame)
+        self.n += 1
+        self.low = self.ahead.pop(0) if self.ahead else next(self.frames, None)
+
+    def close(self, error: BaseException | None) -> JobResult:
+        """Close reader and writers (after `error`, deleting what they wrote) -> this video's result."""
+        try:
+            if error is None:
+                self.stack.close()
+            else:
+                self.stack.__exit__(type(error), error, error.__traceback__)
+        except Exception as exc:  # a failed close (trailer, disk full) fails this video only
+            error = error or exc
+        seconds = time.perf_counter() - self.started
+        if error is None:
+            return JobResult(self.job, "done", self.n, seconds, warnings=self.warnings)
+        return JobResult(self.job, "failed", self.n, seconds, one_line(error))
+
+    def abort(self, error: BaseException) -> None:
+        """Interrupted: delete every output of this video, whatever else goes wrong."""
+        try:
+            self.stack.__exit__(type(error), error, error.__traceback__)
+        except BaseException:
+            pass
+
+
+def open_video(
+    job: EnhanceJob,
+    identity_image: np.ndarray,
+    config: FacenhanceConfig,
+    options: EnhanceOptions,
+    notes: list[str],
+) -> OpenVideo:
+    """Check one job's inputs and open its reader and writers in one ExitStack (closed again on any error)."""
+    from facenhance_cli.video import VideoWriter, probe_video
+
+    with ExitStack() as stack:
+        info = probe_video(job.low)
+        low_size = config.encoder.low_size
+        frames, note = low_frame_stream(job.low, low_size, options.prepare_input, options.weights_dir)
+        stack.callback(frames.close)
+        if note:
+            notes.append(note)
+        first = next(frames, None)
+        if first is None:
+            raise InputError(f"{job.low}: no frames")
+        warnings = identity_warnings(job.identity, identity_image)
+        warnings += low_video_warnings(job.low, info.n_frames, first, options.prepare_input)
+        paste_matrix = locate_face(job, identity_image, first, config, warnings)
+        if options.strict and warnings:
+            raise InputError(f"{warnings[0]} (--strict)")
+        frames_dir = None
+        if options.save_frames:  # written under a temporary name, renamed when the video is done
+            frames_dir = temp_path_for(frames_path(job.output))
+            frames_dir.mkdir(parents=True)
+            stack.push(_frames_dir_exit(frames_dir, frames_path(job.output)))
+        audio_from = job.low if info.has_audio else None
+        writers = [stack.enter_context(VideoWriter(job.output, info.fps, options.lossless, audio_from))]
+        if options.compare:
+            compare = VideoWriter(compare_path(job.output), info.fps, lossless=options.lossless)
+            writers.append(stack.enter_context(compare))
+        parts = (frames, writers, frames_dir, identity_image, first, paste_matrix, warnings, info.n_frames)
+        return OpenVideo(job, stack.pop_all(), *parts)
+
+
+def locate_face(
+    job: EnhanceJob,
+    identity_image: np.ndarray,
+    first: np.ndarray,
+    config: FacenhanceConfig,
+    warnings: list[str],
+) -> np.ndarray | None:
+    """Where the first low frame's face sits in the identity image (low px -> identity px), for models whose
+    conditioning needs it (a warning added when it is not found), else None."""
+    from facenhance_cli.conditioning import needs_paste_matrix
+
+    if not needs_paste_matrix(config):
+        return None
+    from facenhance_cli.pasting import MIN_SCORE, locate_low_face
+
+    paste_matrix, score = locate_low_face(identity_image, first)
+    if score < MIN_SCORE:
+        warnings.append(
+            f"{display_name(job.low)}: its first frame's face was not found in the identity image "
+            f"(match {score:.2f}); is it the same person, cropped like `prepare` does?"
+        )
+    return paste_matrix
+
+
+def _frames_dir_exit(tmp: Path, final: Path) -> Callable[..., bool]:
+    """An exit callback: rename the temporary PNG folder to `final` on success, delete it otherwise."""
+
+    def exit_(exc_type: Any, exc: Any, tb: Any) -> bool:
+        if not tmp.exists():
+            return False
+        if exc_type is None:
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return False
+
+    return exit_

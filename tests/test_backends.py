@@ -117,13 +117,24 @@ def test_auto_takes_openvino_on_a_cpu_with_bf16_when_installed(monkeypatch):
     assert backends.resolve_backend("auto", "cpu") == "torch"
 
 
-def test_precision_defaults_to_bf16_on_openvino_only_where_the_cpu_has_it(monkeypatch):
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    """--precision auto (the default): bf16 on a CPU with AVX512-BF16 or AMX, on either backend; fp32 on a
+    CPU that would emulate it and off the CPU; a precision asked for by name is kept."""
+    from facenhance_cli import accel
+
     monkeypatch.setattr(backends, "openvino_cpu_has_bf16", lambda: True)
-    assert backends.resolve_precision(None, "openvino") == "bf16"
-    assert backends.resolve_precision(None, "torch") == "fp32"
-    assert backends.resolve_precision("fp32", "openvino") == "fp32"
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: True)
+    assert backends.resolve_precision(None, "openvino", "cpu") == "bf16"
+    assert backends.resolve_precision("auto", "torch", "cpu") == "bf16"
+    assert backends.resolve_precision("fp32", "openvino", "cpu") == "fp32"
+    assert backends.resolve_precision("auto", "torch", "cuda:0") == "fp32"
     monkeypatch.setattr(backends, "openvino_cpu_has_bf16", lambda: False)
-    assert backends.resolve_precision(None, "openvino") == "fp32"
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: False)
+    assert backends.resolve_precision(None, "openvino", "cpu") == "fp32"
+    assert backends.resolve_precision("auto", "torch", "cpu") == "fp32"
+    assert backends.resolve_precision("bf16", "torch", "cpu") == "bf16"  # asked for: kept, with a warning
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: None)  # cannot be told: the reference
+    assert backends.resolve_precision("auto", "torch", "cpu") == "fp32"
 
 
 def test_the_default_backend_is_auto_and_says_which_it_took(

@@ -128,8 +128,8 @@ def enhance(
         Precision | None,
         typer.Option(
             "--precision",
-            help="fp32 | bf16 | fp16 (bf16 also on the CPU; fp16 on CUDA). Default: bf16 on the openvino "
-            "backend where the CPU has it, else fp32.",
+            help="fp32 | bf16 | fp16 (bf16 also on the CPU; fp16 on CUDA). Default (auto): bf16 on a CPU "
+            "that computes it natively (AVX512-BF16, AMX), else fp32.",
         ),
     ] = None,
     backend: Annotated[
@@ -208,29 +208,14 @@ def enhance(
     from facenhance_cli.backends import resolve_backend, resolve_precision
     from facenhance_cli.checkpoint import load_for_inference
     from facenhance_cli.cli.common import resolve_device
-    from facenhance_cli.enhance import (
-        EnhanceOptions,
-        check_jobs,
-        check_run_flags,
-        default_batch_videos,
-        parse_shard,
-        plan_jobs,
-        take_shard,
-    )
-    from facenhance_cli.errors import UsageError
+    from facenhance_cli.enhance import EnhanceOptions, check_run_flags
     from facenhance_cli.weights import find_model
 
-    if batch_videos is not None and batch_videos < 1:
-        raise UsageError("--batch-videos must be at least 1")
-    jobs = plan_jobs(list(low or []), identity, output, pairs, lossless)
-    k, n = parse_shard(shard)
-    jobs = take_shard(jobs, k, n)
-    check_jobs(jobs, compare, save_frames)  # before the model loads: inputs safe, readable; outputs writable
+    jobs = _planned_jobs(low, identity, output, pairs, lossless, shard, compare, save_frames, batch_videos)
     device_name = resolve_device(device)
-    backend_name = (
-        "torch" if compile_ and backend.value == "auto" else resolve_backend(backend.value, device_name)
-    )
-    precision_name = resolve_precision(precision.value if precision else None, backend_name)
+    auto_backend = "torch" if compile_ and backend.value == "auto" else backend.value
+    backend_name = resolve_backend(auto_backend, device_name)
+    precision_name = resolve_precision(precision.value if precision else None, backend_name, device_name)
     options = EnhanceOptions(
         sampler=sampler.value if sampler else None,
         steps=steps,
@@ -256,14 +241,8 @@ def enhance(
     )
     check_run_flags(options)  # before the model loads
     loaded = load_for_inference(find_model(model, models_dir), device_name)
-    if batch_videos is None and not device_name.startswith("cuda"):
-        options.batch_videos = default_batch_videos(
-            device_name, 0.0
-        )  # no cost count (it imports sympy) on the CPU
-    elif batch_videos is None:
-        from facenhance_cli.costs import measure_cost
-
-        options.batch_videos = default_batch_videos(device_name, measure_cost(loaded.config).gflop_per_call)
+    if batch_videos is None:
+        options.batch_videos = _default_batch_videos(loaded.config, device_name)
     show_progress = is_terminal() and not quiet
     if backend_name == "torch" and (warning := slow_bf16_warning(precision_name, device_name)):
         typer.echo(f"warning: {warning}", err=True)  # before the work it slows down
@@ -275,6 +254,40 @@ def enhance(
         notes.insert(1, thread_plan.note)
     talk = (verbose or is_terminal()) and not quiet
     _print_results(results, notes, len(jobs), output, talk, wall_seconds)
+
+
+def _planned_jobs(
+    low: list[Path] | None,
+    identity: Path | None,
+    output: Path | None,
+    pairs: Path | None,
+    lossless: bool,
+    shard: str | None,
+    compare: bool,
+    save_frames: bool,
+    batch_videos: int | None,
+) -> list:
+    """This shard's jobs, checked before the model loads: inputs safe and readable, outputs writable."""
+    from facenhance_cli.enhance import check_jobs, parse_shard, plan_jobs, take_shard
+    from facenhance_cli.errors import UsageError
+
+    if batch_videos is not None and batch_videos < 1:
+        raise UsageError("--batch-videos must be at least 1")
+    jobs = plan_jobs(list(low or []), identity, output, pairs, lossless)
+    jobs = take_shard(jobs, *parse_shard(shard))
+    check_jobs(jobs, compare, save_frames)
+    return jobs
+
+
+def _default_batch_videos(config, device: str) -> int:
+    """Videos per network call when -b is not given (no cost count on the CPU: it imports sympy)."""
+    from facenhance_cli.enhance import default_batch_videos
+
+    if not device.startswith("cuda"):
+        return default_batch_videos(device, 0.0)
+    from facenhance_cli.costs import measure_cost
+
+    return default_batch_videos(device, measure_cost(config).gflop_per_call)
 
 
 def _print_results(

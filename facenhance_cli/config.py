@@ -7,6 +7,7 @@ checkpoint so `enhance` rebuilds the model from the file alone. Presets are TOML
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,8 +280,8 @@ def _check_schedule_and_sampling(d: DiffusionConfig, s: SamplingConfig, c: Condi
         raise UsageError(f"sampling.steps must be in 1..{d.num_timesteps}")
     if not 0 < s.strength <= 1:
         raise UsageError("sampling.strength must be in (0, 1]")
-    if s.eta < 0:
-        raise UsageError("sampling.eta must be >= 0")
+    if not 0 <= s.eta <= 1:  # Song et al. 2021 eq. 16: 0 is DDIM, 1 is DDPM's variance; above, noise wins
+        raise UsageError(f"sampling.eta must be in [0, 1], got {s.eta}")
     if c.prev_noise_std < 0:
         raise UsageError("conditioning.prev_noise_std must be >= 0")
     if c.paste_detail_sigma < 0:
@@ -303,7 +304,7 @@ def _check_training(t: TrainingConfig) -> None:
 
 
 def _check_choices(config: FacenhanceConfig) -> None:
-    """Every Literal-typed field holds one of its choices."""
+    """Every number is finite and every Literal-typed field holds one of its choices."""
     for section in dataclasses.fields(config):
         values = getattr(config, section.name)
         if not dataclasses.is_dataclass(values):
@@ -314,6 +315,8 @@ def _check_choices(config: FacenhanceConfig) -> None:
                 typing.get_args(hints[item.name]) if typing.get_origin(hints[item.name]) is Literal else ()
             )
             value = getattr(values, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"{section.name}.{item.name} must be a finite number, got {value}")
             if choices and value not in choices:
                 listed = ", ".join(choices[:-1]) + f" or {choices[-1]}"
                 raise UsageError(f"unknown {section.name}.{item.name} {value!r}: {listed}")

@@ -173,7 +173,7 @@ def prepare(
         weights_dir=str(weights_dir) if weights_dir else None, subject_regex=subject_regex,
         crop_scale=crop_scale, smooth=smooth, max_missing=max_missing, min_face=min_face,
         preview=preview, overwrite=overwrite,
-    )  # fmt: skip
+    ).check()  # fmt: skip
     report = _run_with_progress(inputs, output, options)
     _print_summary(report)
     if report.n_ok == 0:

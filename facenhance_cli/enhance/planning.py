@@ -158,7 +158,7 @@ def read_pairs(path: Path, output_dir: Path | None, suffix: str, lossless: bool 
         raise UsageError(f"--pairs file not found: {path}")
     base = path.parent
     jobs = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's "CSV UTF-8" has a BOM
         reader = csv.DictReader(f)
         missing = {"low", "identity"} - set(reader.fieldnames or [])
         if missing:
@@ -192,7 +192,7 @@ def frames_path(output: Path) -> Path:
 
 def check_jobs(jobs: list[EnhanceJob], compare: bool = False, save_frames: bool = False) -> None:
     """Before the model loads: no output (or its --compare / --save-frames companion) is an input, every
-    input is there and readable, every output folder takes a file. Any flag, any job: inputs are never lost."""
+    input is there and readable, every output folder takes a file. Whatever the flags and jobs, inputs are never lost."""
     from facenhance_cli.fileio import check_readable, check_writable, refuse_inputs_as_outputs
 
     inputs = list(dict.fromkeys(p for job in jobs for p in (job.low, job.identity)))
@@ -225,6 +225,8 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
         k, n = (int(x) for x in shard.split("/"))
     except ValueError:
         raise UsageError(f"--shard expects K/N, e.g. 0/4, got {shard!r}") from None
+    if n < 1:
+        raise UsageError(f"--shard {shard}: N (the number of shards) must be at least 1")
     if not 0 <= k < n:
         raise UsageError(f"--shard {shard}: K must be in 0..N-1")
     return k, n
@@ -247,7 +249,17 @@ def default_batch_videos(device: str, gflop_per_call: float) -> int:
 
 
 def check_run_flags(options: EnhanceOptions) -> None:
-    """The flags that only work together (backend, compile, precision, device), checked once, before any work."""
+    """The sampling numbers' ranges and the flags that only work together (backend, compile, precision,
+    device), checked before any model loads (a model's own config is checked by `config.validate`)."""
+    import math
+
+    numbers = {"--eta": (options.eta, 0.0, 1.0), "--strength": (options.strength, 1e-9, 1.0)}
+    for flag, (value, low, high) in numbers.items():
+        if value is not None and not (math.isfinite(value) and low <= value <= high):
+            bounds = "(0, 1]" if flag == "--strength" else "[0, 1]"
+            raise UsageError(f"{flag} must be a number in {bounds}, got {value}")
+    if options.steps is not None and options.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {options.steps}")
     if options.compile and options.backend != "torch":
         raise UsageError(f"--compile is for the torch backend; {options.backend} compiles its own graph")
     if options.precision == "fp16" and not options.device.startswith("cuda"):

@@ -188,7 +188,7 @@ def read_pairs_csv(path: str | os.PathLike[str]) -> list[EvalPair]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"pairs file not found: {path}")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's "CSV UTF-8" has a BOM
         rows = list(csv.DictReader(f))
     if not rows or not {"gen", "gt"} <= set(rows[0]):
         raise InputError(f"{path}: needs a header with columns gen, gt (optional: identity, low, name)")

@@ -42,6 +42,35 @@ class PrepareOptions:
     preview: bool = True
     overwrite: bool = False
 
+    def check(self) -> PrepareOptions:
+        """Every number finite and in its documented range, and a --segment that parses: one line, exit 2,
+        before any clip is touched."""
+        import math
+
+        from facenhance_cli.errors import InputError, UsageError
+        from facenhance_cli.prepare.inputs import parse_segment
+
+        ranges = {
+            "--frames": (self.frames, 1, math.inf),
+            "--size": (self.size, 16, math.inf),
+            "--low-size": (self.low_size, 8, math.inf),
+            "--split": (self.split, 0.0, 1.0),
+            "--workers": (self.workers, 1, math.inf),
+            "--crop-scale": (self.crop_scale, 1e-3, 100.0),
+            "--smooth": (self.smooth, 0.0, 1e3),
+            "--max-missing": (self.max_missing, 0.0, 1.0),
+            "--min-face": (self.min_face, 0.0, math.inf),
+        }
+        for flag, (value, low, high) in ranges.items():
+            if not (math.isfinite(value) and low <= value <= high):
+                bounds = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+                raise UsageError(f"{flag} must be a number {bounds}, got {value}")
+        try:  # the format, and START before END (empty in a clip of any length otherwise)
+            parse_segment(self.segment, 10**9)
+        except InputError:
+            raise UsageError(f"--segment {self.segment} is empty: END must come after START") from None
+        return self
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change a clip's files (a finished clip made with others is reported)."""
         keys = ("frames", "segment", "size", "low_size", "crop_scale", "smooth")

@@ -165,6 +165,16 @@ def load_for_inference(path: str | os.PathLike[str], device: str | torch.device 
     return LoadedModel(network, config, dict(payload.get("meta", {})), Path(path))
 
 
+def check_export_output(target: str | os.PathLike[str]) -> None:
+    """Refuse (exit 2) an export --output that is a folder or does not end in .pt (`models` and
+    `--model NAME` find only .pt files); checks the path alone, so it can run before any work."""
+    target = Path(target)
+    if target.is_dir():
+        raise UsageError(f"--output {target} is a folder: give the .pt file to write")
+    if target.suffix != ".pt":
+        raise UsageError(f"--output {target} must end in .pt (`models` and --model find only .pt files)")
+
+
 def check_export_target(
     source: str | os.PathLike[str], target: str | os.PathLike[str], overwrite: bool = False
 ) -> None:
@@ -174,8 +184,7 @@ def check_export_target(
 
     target = Path(target)
     refuse_inputs_as_outputs([target], [source])
-    if target.is_dir():
-        raise UsageError(f"--output {target} is a folder: give the .pt file to write")
+    check_export_output(target)
     if not target.exists():
         return
     if not overwrite:

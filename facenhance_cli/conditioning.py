@@ -11,12 +11,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
 
 from facenhance_cli.config import FacenhanceConfig
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11+; annotations only, so 3.10 never imports it
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,20 @@ class Conditioning:
             return self.edit_mask if self.edit_gate is None else self.edit_gate
         return self.edit_mask * self.edit_gate
 
-    def replace(self, **changes: Any) -> Conditioning:
+    def replace(self, **changes: Unpack[ConditioningChanges]) -> Conditioning:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
+
+
+class ConditioningChanges(TypedDict, total=False):
+    """The fields `Conditioning.replace` may change, with their types (the two images are never None)."""
+
+    identity_image: torch.Tensor
+    low_frame: torch.Tensor
+    prev_frame: torch.Tensor | None
+    pasted_frame: torch.Tensor | None
+    edit_mask: torch.Tensor | None
+    edit_gate: torch.Tensor | None
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import missing, require_weight_file
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACENHANCE_SHARED", REPO.parent / "shared"))
 FACES = SHARED / "data" / "faces"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def _missing(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: third-party files must be present)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,29 +34,18 @@ def require_openvino() -> None:
     from facenhance_cli.backends import openvino_installed
 
     if not openvino_installed():
-        _missing("openvino is not installed: pip install -e '.[openvino]'")
+        missing("openvino is not installed: pip install -e '.[openvino]'")
 
 
 @pytest.fixture
 def require_weight():
     """`require_weight(name)` -> Path of a third-party file found through the weights lookup."""
-
-    def get(name: str) -> Path:
-        from facenhance_cli.errors import MissingWeightsError
-        from facenhance_cli.weights import find_weight
-
-        try:
-            return find_weight(name)
-        except MissingWeightsError as exc:
-            _missing(str(exc))
-            raise
-
-    return get
+    return require_weight_file
 
 
 @pytest.fixture(scope="session")
 def faces_dir() -> Path:
     """../shared/data/faces (clips/, neutral/, photos/)."""
     if not FACES.is_dir():
-        _missing(f"shared face data not found at {FACES} (set FACENHANCE_SHARED)")
+        missing(f"shared face data not found at {FACES} (set FACENHANCE_SHARED)")
     return FACES

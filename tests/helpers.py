@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facenhance_cli.video import write_image, write_video
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def missing(reason: str) -> None:
+    """A third-party file or package is absent: fail under CI=true (CI must have it), skip locally."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: third-party files must be present)")
+    pytest.skip(reason)
+
+
+def require_weight_file(name: str) -> Path:
+    """Path of the third-party file `name` through the weights lookup, or `missing`; usable from any
+    fixture scope (conftest's `require_weight` fixture is function-scoped)."""
+    from facenhance_cli.errors import MissingWeightsError
+    from facenhance_cli.weights import find_weight
+
+    try:
+        return find_weight(name)
+    except MissingWeightsError as exc:
+        missing(str(exc))
+        raise
 
 
 def synthetic_clip(n_frames: int, size: int = 192, low_size: int = 64, seed: int = 0):

@@ -129,3 +129,17 @@ def test_export_stores_the_expression_gate_and_refuses_it_where_there_is_no_edit
     )
     assert refused.exit_code == 2 and "--edit-gate-levels needs unet.use_edit_mask" in refused.output
     assert not (tmp_path / "t.pt").exists()
+
+
+def test_export_to_a_file_not_ending_in_pt_is_one_line_exit_2_before_any_work(tmp_path):
+    """`models` and --model find only .pt files: -o model.txt is refused before the source is even looked up."""
+    from typer.testing import CliRunner
+
+    from facenhance_cli.cli import app
+
+    result = CliRunner().invoke(
+        app, ["export", str(tmp_path / "absent.pt"), "-o", str(tmp_path / "model.txt")]
+    )
+    assert result.exit_code == 2 and "must end in .pt" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "model.txt").exists()

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import require_weight_file
 
 from facenhance_cli import faces
 from facenhance_cli.errors import NoFaceError
@@ -164,10 +165,7 @@ def test_steady_crop_contains_face_and_stays_in_frame():
 
 @pytest.fixture(scope="module")
 def detector():
-    from facenhance_cli.weights import weight_available
-
-    if not weight_available("dlib_landmarks68"):
-        pytest.skip("dlib 68-point predictor not installed")
+    require_weight_file("dlib_landmarks68")  # fails under CI=true, like every missing third-party file
     return faces.LandmarkDetector("dlib", "auto")
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import require_weight_file
 
 from facenhance_cli.metrics.fidelity import gaussian_window, psnr_frames, ssim_frames
 from facenhance_cli.metrics.fvd import frechet_distance, fvd_from_features, gaussian_stats
@@ -28,19 +28,6 @@ def load_clip(faces_dir: Path, person: str, n_frames: int = 8, size: int = 192, 
 
     frames, _ = read_video(faces_dir / "clips" / CLIPS[person], max_frames=start + n_frames)
     return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames[start:]])
-
-
-def require(name: str) -> Path:
-    """Like conftest's require_weight, usable from module-scoped fixtures: fail in CI, skip locally."""
-    from facenhance_cli.errors import MissingWeightsError
-    from facenhance_cli.weights import find_weight
-
-    try:
-        return find_weight(name)
-    except MissingWeightsError as exc:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{exc} (CI=true: third-party files must be present)")
-        pytest.skip(str(exc))
 
 
 def noisy(frames: np.ndarray, amplitude: int, seed: int = 0) -> np.ndarray:
@@ -159,7 +146,7 @@ def test_fvd_self_is_zero_and_symmetric_even_when_rank_deficient() -> None:
 def i3d():
     from facenhance_cli.metrics.i3d import load_i3d
 
-    path = require("i3d")
+    path = require_weight_file("i3d")
     return load_i3d(path), path
 
 
@@ -247,7 +234,7 @@ def test_acd_and_identity_distances_known_values() -> None:
 def dlib_faces():
     from facenhance_cli.metrics.identity import DlibFaces
 
-    get = require
+    get = require_weight_file
     return DlibFaces(get("dlib_embedding"), get("dlib_landmarks5"), get("dlib_landmarks68"))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import require_weight_file
 from typer.testing import CliRunner
 
 from facenhance_cli import prepare as prep
@@ -123,10 +124,7 @@ def batch(tmp_path_factory, faces_dir):
     """One CLI run: a real clip, a folder of 16-bit grayscale PNG frames, a corrupt file, a faceless video."""
     import cv2
 
-    from facenhance_cli.weights import weight_available
-
-    if not weight_available("dlib_landmarks68"):
-        pytest.skip("dlib 68-point predictor not installed")
+    require_weight_file("dlib_landmarks68")  # fails under CI=true, like every missing third-party file
     base = tmp_path_factory.mktemp("prep")
     inputs = base / "in"
     inputs.mkdir()

@@ -60,9 +60,9 @@ def _root(
 
 
 def _register() -> None:
-    from facenhance_cli.cli import enhance, evaluate, info, prepare, train, weights
+    from facenhance_cli.cli import enhance, evaluate, export, info, prepare, train, weights
 
-    for module in (prepare, train, enhance, evaluate, info, weights):
+    for module in (prepare, train, enhance, evaluate, info, export, weights):
         module.register(app)
 
 

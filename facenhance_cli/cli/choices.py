@@ -1,22 +1,51 @@
 """The command line's fixed choices as Enums: Typer lists them in --help and Click refuses anything else.
 
-Each mirrors the Literal or tuple of the module it feeds (config.Precision, config.SamplerName,
-config.Spacing, backends.BACKENDS, prepare's LAYOUTS, faces' LANDMARK_BACKENDS and DETECTORS);
-tests/test_help_and_build.py checks that they agree. Kept here, not built from those modules, so that
-`facenhance --help` imports none of them.
+Precision, Sampler and Spacing are built from config's Literals (one source of truth; config imports
+only the standard library). Backend, Layout, Landmarks and Detector mirror backends.BACKENDS, prepare's
+LAYOUTS and faces' LANDMARK_BACKENDS and DETECTORS, kept here so that `facenhance --help` imports none
+of those modules; tests/test_help_and_build.py checks that they agree.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from collections.abc import Iterable
+from enum import Enum, EnumMeta
+from typing import TYPE_CHECKING, Any, get_args
+
+from facenhance_cli import config
 
 
-class Precision(str, Enum):
+class _FromValues(EnumMeta):
+    """`class X(str, Enum, metaclass=_FromValues, values=...)`: one member per value, named as the value
+    ('-' as '_'). A class statement, not `Enum("X", ...)`, so that mypy accepts X as a type."""
+
+    @classmethod
+    def __prepare__(metacls, cls: str, bases: tuple[type, ...], **kwds: Any) -> Any:  # type: ignore[override]
+        values: Iterable[str] = kwds.pop("values", ())
+        namespace = super().__prepare__(cls, bases, **kwds)
+        for value in values:
+            namespace[value.replace("-", "_")] = value
+        return namespace
+
+    def __new__(metacls, cls: str, bases: tuple[type, ...], classdict: Any, **kwds: Any) -> Any:
+        kwds.pop("values", None)  # used up by __prepare__
+        return super().__new__(metacls, cls, bases, classdict, **kwds)
+
+    if TYPE_CHECKING:  # members made from values are invisible to mypy: `Precision.fp32` is Any to it
+
+        def __getattr__(cls, name: str) -> Any: ...
+
+
+class Precision(str, Enum, metaclass=_FromValues, values=get_args(config.Precision)):
     """Autocast dtype: bf16 runs on the CPU too, fp16 needs CUDA."""
 
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
+
+class Sampler(str, Enum, metaclass=_FromValues, values=get_args(config.SamplerName)):
+    """DDIM (any steps and eta) or ancestral DDPM (all T steps)."""
+
+
+class Spacing(str, Enum, metaclass=_FromValues, values=get_args(config.Spacing)):
+    """DDIM timesteps: even in t (trailing) or denser at low noise (karras)."""
 
 
 class Backend(str, Enum):
@@ -25,20 +54,6 @@ class Backend(str, Enum):
     auto = "auto"
     torch = "torch"
     openvino = "openvino"
-
-
-class Sampler(str, Enum):
-    """DDIM (any steps and eta) or ancestral DDPM (all T steps)."""
-
-    ddim = "ddim"
-    ddpm = "ddpm"
-
-
-class Spacing(str, Enum):
-    """DDIM timesteps: even in t (trailing) or denser at low noise (karras)."""
-
-    trailing = "trailing"
-    karras = "karras"
 
 
 class Layout(str, Enum):

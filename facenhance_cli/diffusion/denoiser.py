@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 import torch
-from torch import nn
 
+from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import FacenhanceConfig
 from facenhance_cli.diffusion.precond import model_output
 from facenhance_cli.diffusion.schedule import Schedule, eps_from_x0, to_x0_eps
 
-# The conditioning is opaque to samplers: they pass it to the denoiser untouched.
-Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]
+Cond = TypeVar("Cond")
+# (x_t, t, cond) -> (x0_pred, eps_pred). Generic in the conditioning, which samplers pass to the denoiser
+# untouched: `make_denoiser` gives a Denoiser[Conditioning], the samplers take any Denoiser[Cond].
+Denoiser = Callable[[torch.Tensor, torch.Tensor, Cond], tuple[torch.Tensor, torch.Tensor]]
+# (x_t, t, cond) -> the raw network output (B, 3, S, S): a torch module, compiled or not, or another backend.
+NetworkForward = Callable[[torch.Tensor, torch.Tensor, Conditioning], torch.Tensor]
 
 
 def make_denoiser(
-    network: nn.Module,
+    network: NetworkForward,
     config: FacenhanceConfig,
     schedule: Schedule,
     autocast_dtype: torch.dtype | None = None,
-) -> Denoiser:
+) -> Denoiser[Conditioning]:
     """A denoiser for `network` with the preconditioning and parameterization of `config.diffusion`.
 
     With `diffusion.clip_x0`, x0_pred is clamped to the image range [-1, 1] and eps recomputed from it, so
@@ -30,7 +34,7 @@ def make_denoiser(
     """
     prediction = config.diffusion.prediction
 
-    def denoise(x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def denoise(x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         autocast = (
             torch.autocast(x_t.device.type, dtype=autocast_dtype)
             if autocast_dtype is not None

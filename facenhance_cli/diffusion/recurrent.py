@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -12,7 +11,7 @@ from facenhance_cli.conditioning import Conditioning, add_prev_noise
 from facenhance_cli.config import ConditioningConfig
 from facenhance_cli.diffusion.denoiser import Denoiser
 from facenhance_cli.diffusion.noise import frame_generator, randn_per_sample
-from facenhance_cli.diffusion.samplers import Progress, Sampler, sdedit_start
+from facenhance_cli.diffusion.samplers import Progress, Sampler, SamplerOptions, sdedit_start
 from facenhance_cli.diffusion.schedule import Schedule
 
 VIDEO_NOISE_INDEX = 2**31 - 1  # the frame index of the stream that shared x_T is drawn from
@@ -27,14 +26,14 @@ def noisy_prev_frame(cond: Conditioning, std: float, generators: Sequence[torch.
 
 
 def generate_frame(
-    denoiser: Denoiser,
+    denoiser: Denoiser[Conditioning],
     sampler: Sampler,
     schedule: Schedule,
     cond: Conditioning,
     seeds: Sequence[int],
     frame_indices: Sequence[int],
     prev_noise: ConditioningConfig = ConditioningConfig(),
-    sampler_options: dict[str, Any] | None = None,
+    sampler_options: SamplerOptions | None = None,
     progress: Progress = None,
     shared_noise: bool = False,
 ) -> torch.Tensor:
@@ -50,7 +49,7 @@ def generate_frame(
     image = cond.identity_image
     x_T_generators = [frame_generator(s, VIDEO_NOISE_INDEX) for s in seeds] if shared_noise else generators
     x_T = randn_per_sample(image.shape[1:], x_T_generators, image.device)  # (B, 3, S, S)
-    options = dict(sampler_options or {})
+    options: SamplerOptions = {**(sampler_options or {})}
     strength = options.pop("strength", 1.0)
     x_start, t_start = sdedit_start(schedule, strength, cond.base, x_T)
     if strength < 1.0:
@@ -92,16 +91,17 @@ class RecurrentSampler:
 
     def __init__(
         self,
-        denoiser: Denoiser,
+        denoiser: Denoiser[Conditioning],
         sampler: Sampler,
         schedule: Schedule,
         prev_noise: ConditioningConfig = ConditioningConfig(),
-        sampler_options: dict[str, Any] | None = None,
+        sampler_options: SamplerOptions | None = None,
         shared_noise: bool = False,
         reads_prev_frame: bool = True,
     ) -> None:
         self.denoiser, self.sampler, self.schedule = denoiser, sampler, schedule
-        self.prev_noise, self.sampler_options = prev_noise, dict(sampler_options or {})
+        self.prev_noise = prev_noise
+        self.sampler_options: SamplerOptions = {**(sampler_options or {})}
         self.shared_noise, self.reads_prev_frame = shared_noise, reads_prev_frame
         self.rows: dict[Hashable, _Row] = {}
 
@@ -146,13 +146,13 @@ class RecurrentSampler:
 
 
 def generate_video(
-    denoiser: Denoiser,
+    denoiser: Denoiser[Conditioning],
     sampler: Sampler,
     schedule: Schedule,
     conds: Iterable[Conditioning],
     seeds: Sequence[int],
     prev_noise: ConditioningConfig = ConditioningConfig(),
-    sampler_options: dict[str, Any] | None = None,
+    sampler_options: SamplerOptions | None = None,
     progress: Progress = None,
     shared_noise: bool = False,
 ) -> Iterator[torch.Tensor]:

@@ -8,17 +8,28 @@ opaque: it goes to the denoiser untouched, so samplers know nothing of faces.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import torch
 
-from facenhance_cli.diffusion.denoiser import Denoiser
+from facenhance_cli.config import Spacing
+from facenhance_cli.diffusion.denoiser import Cond, Denoiser
 from facenhance_cli.diffusion.noise import randn_per_sample
 from facenhance_cli.diffusion.schedule import Schedule
 
 Progress = Callable[[int, int], None] | None
 Sampler = Callable[..., torch.Tensor]
+
+
+class SamplerOptions(TypedDict, total=False):
+    """Keyword options of a sampler call (ddim takes all but `strength`; ddpm only `steps` and `eta`)."""
+
+    steps: int  # denoising steps
+    eta: float  # DDIM noise: 0 deterministic, 1 ancestral
+    strength: float  # SDEdit: < 1 starts from the noised base image (the recurrent loop sets t_start)
+    spacing: Spacing  # trailing | karras
+    t_start: int  # the step the sampler starts from (T-1: pure noise)
 
 
 def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
@@ -54,10 +65,10 @@ def _batch_t(t: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def ddim(
-    denoiser: Denoiser,
+    denoiser: Denoiser[Cond],
     x_start: torch.Tensor,
     schedule: Schedule,
-    cond: Any,
+    cond: Cond,
     generators: Sequence[torch.Generator],
     progress: Progress = None,
     *,
@@ -116,10 +127,10 @@ def sdedit_start(
 
 
 def ddpm(
-    denoiser: Denoiser,
+    denoiser: Denoiser[Cond],
     x_start: torch.Tensor,
     schedule: Schedule,
-    cond: Any,
+    cond: Cond,
     generators: Sequence[torch.Generator],
     progress: Progress = None,
     *,

@@ -192,7 +192,7 @@ def frames_path(output: Path) -> Path:
 
 def check_jobs(jobs: list[EnhanceJob], compare: bool = False, save_frames: bool = False) -> None:
     """Before the model loads: no output (or its --compare / --save-frames companion) is an input, every
-    input is there and readable, every output folder takes a file. Whatever the flags and jobs, inputs are never lost."""
+    input is there and readable, every output folder takes a file. Every flag, every job: inputs are never lost."""
     from facenhance_cli.fileio import check_readable, check_writable, refuse_inputs_as_outputs
 
     inputs = list(dict.fromkeys(p for job in jobs for p in (job.low, job.identity)))

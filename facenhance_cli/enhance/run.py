@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,10 +17,13 @@ import torch
 from facenhance_cli.checkpoint import LoadedModel
 from facenhance_cli.config import FacenhanceConfig
 from facenhance_cli.diffusion.recurrent import RecurrentSampler
-from facenhance_cli.diffusion.samplers import Progress
+from facenhance_cli.diffusion.samplers import Progress, SamplerOptions
 from facenhance_cli.enhance.planning import EnhanceJob, EnhanceOptions, JobResult, check_run_flags
 from facenhance_cli.enhance.videos import OpenVideo, load_identity, open_video
 from facenhance_cli.errors import UsageError, one_line
+
+if TYPE_CHECKING:
+    from facenhance_cli.backends import Network
 
 
 @dataclass
@@ -74,7 +77,7 @@ def make_sampler(model: LoadedModel, options: EnhanceOptions) -> RecurrentSample
             raise UsageError(
                 "--eta, --strength and --spacing apply to the ddim sampler only (ddpm is ancestral)"
             )
-    flags: dict[str, Any] = {"sampler": options.sampler, "steps": options.steps, "eta": options.eta}
+    flags: dict[str, object] = {"sampler": options.sampler, "steps": options.steps, "eta": options.eta}
     flags.update(strength=options.strength, spacing=options.spacing, shared_noise=options.shared_noise)
     sampling = config.with_overrides(
         {f"sampling.{key}": value for key, value in flags.items()},
@@ -82,11 +85,14 @@ def make_sampler(model: LoadedModel, options: EnhanceOptions) -> RecurrentSample
     ).sampling
     network, autocast = _forward_pass(model, options)
     schedule = make_schedule(config.diffusion)
-    sampler_options: dict[str, Any] = {}
+    sampler_options: SamplerOptions = {}
     if sampling.sampler == "ddim":
-        sampler_options = dict(
-            steps=sampling.steps, eta=sampling.eta, strength=sampling.strength, spacing=sampling.spacing
-        )
+        sampler_options = {
+            "steps": sampling.steps,
+            "eta": sampling.eta,
+            "strength": sampling.strength,
+            "spacing": sampling.spacing,
+        }
     return RecurrentSampler(
         make_denoiser(network, config, schedule, autocast),
         get_sampler(sampling.sampler),
@@ -98,7 +104,7 @@ def make_sampler(model: LoadedModel, options: EnhanceOptions) -> RecurrentSample
     )
 
 
-def _forward_pass(model: LoadedModel, options: EnhanceOptions) -> tuple[Any, torch.dtype | None]:
+def _forward_pass(model: LoadedModel, options: EnhanceOptions) -> tuple[Network, torch.dtype | None]:
     """The network's forward on the chosen backend, and the autocast dtype torch runs it in."""
     from facenhance_cli.accel import compile_network, configure_cuda_math
     from facenhance_cli.backends import make_network

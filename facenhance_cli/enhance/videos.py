@@ -10,7 +10,8 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from facenhance_cli.enhance.planning import (
 )
 from facenhance_cli.errors import InputError, one_line
 from facenhance_cli.fileio import temp_path_for
+
+if TYPE_CHECKING:
+    from facenhance_cli.video import VideoWriter
 
 
 def load_identity(path: Path, size: int, weights_dir: Path | None = None) -> tuple[np.ndarray, str | None]:
@@ -127,7 +131,7 @@ class OpenVideo:
     job: EnhanceJob
     stack: ExitStack
     frames: Iterator[np.ndarray]
-    writers: list[Any]  # the output video, then the --compare video when asked for
+    writers: list[VideoWriter]  # the output video, then the --compare video when asked for
     frames_dir: Path | None  # --save-frames: the temporary PNG folder, renamed when the video is done
     identity_image: np.ndarray  # (S, S, 3) uint8
     low: np.ndarray | None  # frame n's low frame; None once the video has no more
@@ -250,10 +254,15 @@ def locate_face(
     return paste_matrix
 
 
-def _frames_dir_exit(tmp: Path, final: Path) -> Callable[..., bool]:
+ExitCallback = Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], bool]
+
+
+def _frames_dir_exit(tmp: Path, final: Path) -> ExitCallback:
     """An exit callback: rename the temporary PNG folder to `final` on success, delete it otherwise."""
 
-    def exit_(exc_type: Any, exc: Any, tb: Any) -> bool:
+    def exit_(
+        exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         if not tmp.exists():
             return False
         if exc_type is None:

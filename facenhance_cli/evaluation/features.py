@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -122,7 +122,7 @@ class Networks:
                 metrics.discard("fvd")
         self.metrics = tuple(m for m in options.metrics if m in metrics)
 
-    def get_i3d(self) -> Any:
+    def get_i3d(self) -> InceptionI3d:
         """The I3D, loaded on first use (a fully cached rerun never loads it)."""
         if self.i3d is None:
             from facenhance_cli.metrics.i3d import load_i3d

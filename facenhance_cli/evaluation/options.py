@@ -35,6 +35,12 @@ SUMMARY_KEYS = (*VIDEO_KEYS[:5], "fvd", *VIDEO_KEYS[5:])  # and FVD, over the wh
 PSNR_INF_NOTE = (
     'infinite values (PSNR of identical frames) are written as the string "inf"; missing ones as null'
 )
+# One video's scores for one method: name (str), frames, no_face_frames, identical_frames (int) and
+# each of VIDEO_KEYS (float, None where not computed).
+ScoreRow = dict[str, float | int | str | None]
+# The JSON report (summary, per_video, baselines, settings, notes, warnings): nested dicts and lists of
+# plain values, which the CLI reads key by key. No narrower type lets that code index nested levels.
+Report = dict[str, Any]
 FEW_VIDEOS_NOTE = "FVD over {n} videos is strongly biased (its 400-d covariance has rank < {n}); use >= {m}"
 
 
@@ -57,7 +63,7 @@ class EvalOptions:
 class EvalResult:
     """The JSON-ready report and the frames kept for the contact sheet."""
 
-    report: dict[str, Any]
+    report: Report
     sheet: list[tuple[str, dict[str, np.ndarray]]] = field(default_factory=list)
 
     @property

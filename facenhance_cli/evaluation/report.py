@@ -6,7 +6,7 @@ import csv
 import io
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +19,8 @@ from facenhance_cli.evaluation.options import (
     VIDEO_KEYS,
     EvalOptions,
     EvalResult,
+    Report,
+    ScoreRow,
 )
 from facenhance_cli.fileio import write_json, write_text
 from facenhance_cli.provenance import versions
@@ -39,14 +41,14 @@ BASELINE_DEFINITIONS = {
 
 def build_report(
     pairs: list[EvalPair],
-    rows: dict[str, list[dict[str, Any]]],
+    rows: dict[str, list[ScoreRow]],
     fvd: dict[str, float | None],
     options: EvalOptions,
     features: Features,
     frame_counts: list[int],
-) -> dict[str, Any]:
+) -> Report:
     """The method's summary, per_video rows (each with its baselines), baselines' summaries, settings."""
-    report: dict[str, Any] = summarize(rows[METHOD], fvd[METHOD])
+    report: Report = summarize(rows[METHOD], fvd[METHOD])
     report["per_video"] = [
         _video_entry(pair, row, rows, options.baselines)
         for pair, row in zip(pairs, rows[METHOD], strict=True)
@@ -57,9 +59,9 @@ def build_report(
 
 
 def _video_entry(
-    pair: EvalPair, row: dict[str, Any], rows: dict[str, list[dict[str, Any]]], baselines: tuple[str, ...]
-) -> dict[str, Any]:
-    entry = {
+    pair: EvalPair, row: ScoreRow, rows: dict[str, list[ScoreRow]], baselines: tuple[str, ...]
+) -> dict[str, object]:
+    entry: dict[str, object] = {
         "name": row["name"],
         "gen": str(pair.gen),
         "gt": str(pair.gt),
@@ -81,7 +83,7 @@ def _video_entry(
 
 def _settings(
     n_videos: int, frame_counts: list[int], options: EvalOptions, features: Features
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """How the report was made: inputs, metric definitions, networks and their weights, versions."""
     from facenhance_cli.metrics.identity import EMBEDDING_NETWORK, SAME_PERSON_THRESHOLD
     from facenhance_cli.metrics.landmarks import LANDMARK_NETWORK
@@ -127,16 +129,22 @@ def _settings(
     }
 
 
-def summarize(rows: list[dict[str, Any]], fvd: float | None) -> dict[str, Any]:
+def summarize(rows: list[ScoreRow], fvd: float | None) -> dict[str, object]:
     """Mean of SUMMARY_KEYS and std of VIDEO_KEYS over videos, the set's FVD and the frame counts."""
-    summary: dict[str, Any] = {}
+    summary: dict[str, object] = {}
     for key in SUMMARY_KEYS:
-        summary[key] = fvd if key == "fvd" else _mean([r.get(key) for r in rows])
-    summary["std"] = {key: _std([r.get(key) for r in rows]) for key in VIDEO_KEYS}
+        summary[key] = fvd if key == "fvd" else _mean([_number(r, key) for r in rows])
+    summary["std"] = {key: _std([_number(r, key) for r in rows]) for key in VIDEO_KEYS}
     summary["n_videos"] = len(rows)
-    summary["no_face_frames"] = int(sum(r.get("no_face_frames") or 0 for r in rows))
-    summary["identical_frames"] = int(sum(r.get("identical_frames") or 0 for r in rows))
+    summary["no_face_frames"] = int(sum(_number(r, "no_face_frames") or 0 for r in rows))
+    summary["identical_frames"] = int(sum(_number(r, "identical_frames") or 0 for r in rows))
     return summary
+
+
+def _number(row: ScoreRow, key: str) -> float | None:
+    """row[key], a number or None (not computed); the row's one string is its name."""
+    value = row.get(key)
+    return None if isinstance(value, str) else value
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -155,7 +163,7 @@ def _std(values: list[float | None]) -> float | None:
     return float(np.std(vals))
 
 
-def jsonable(value: Any) -> Any:
+def jsonable(value: object) -> object:
     """Copy of a report with inf as the string "inf" (-inf "-inf") and NaN as null, so JSON stays valid."""
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
@@ -173,14 +181,14 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def report_json_text(report: dict[str, Any]) -> str:
+def report_json_text(report: Report) -> str:
     """The report as indented, strictly valid JSON."""
     import json
 
     return json.dumps(jsonable(report), indent=2, allow_nan=False) + "\n"
 
 
-def write_report_json(path: str | os.PathLike[str], report: dict[str, Any]) -> None:
+def write_report_json(path: str | os.PathLike[str], report: Report) -> None:
     """Write the report as JSON, atomically."""
     write_json(path, jsonable(report))
 
@@ -188,13 +196,13 @@ def write_report_json(path: str | os.PathLike[str], report: dict[str, Any]) -> N
 CSV_COLUMNS = ("name", "method", "frames", "no_face_frames", "identical_frames", *SUMMARY_KEYS)
 
 
-def report_csv_text(report: dict[str, Any]) -> str:
+def report_csv_text(report: Report) -> str:
     """One row per video and method, then mean and std rows per method (FVD only in the mean rows)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
 
-    def fmt(v: Any) -> Any:
+    def fmt(v: object) -> object:
         v = jsonable(v)
         return "" if v is None else v
 
@@ -223,7 +231,7 @@ def report_csv_text(report: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def write_report_csv(path: str | os.PathLike[str], report: dict[str, Any]) -> None:
+def write_report_csv(path: str | os.PathLike[str], report: Report) -> None:
     """Write `report_csv_text` atomically."""
     write_text(path, report_csv_text(report))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from facenhance_cli.evaluation.options import (
     VIDEO_KEYS,
     EvalOptions,
     EvalResult,
+    ScoreRow,
 )
 from facenhance_cli.evaluation.pairing import EvalPair
 from facenhance_cli.evaluation.report import build_report
@@ -94,7 +94,7 @@ class _Scores:
         self.features = features
         self.metrics = set(features.nets.metrics)
         self.methods = (METHOD, *options.baselines)
-        self.rows: dict[str, list[dict[str, Any]]] = {m: [] for m in self.methods}
+        self.rows: dict[str, list[ScoreRow]] = {m: [] for m in self.methods}
         self.frame_counts: list[int] = []
         self.sheet: list[tuple[str, dict[str, np.ndarray]]] = []
         self._skipped: dict[str, set[str]] = {}  # note -> names of the videos it applies to
@@ -137,14 +137,14 @@ class _Scores:
         return vectors[0]
 
     def _score(
-        self, name: str, frames: np.ndarray, clip: _Clip, gt_lmk: np.ndarray | None, id_emb: Any
-    ) -> dict[str, Any]:
+        self, name: str, frames: np.ndarray, clip: _Clip, gt_lmk: np.ndarray | None, id_emb: np.ndarray | None
+    ) -> ScoreRow:
         """One video's row: VIDEO_KEYS (None where not computed), frames, no_face_frames, identical_frames."""
         from facenhance_cli.metrics.fidelity import ssim_frames
         from facenhance_cli.metrics.sharpness import sharpness_ratio
 
         metrics = self.metrics
-        row: dict[str, Any] = {"name": name, "frames": len(frames), **{k: None for k in VIDEO_KEYS}}
+        row: ScoreRow = {"name": name, "frames": len(frames), **{k: None for k in VIDEO_KEYS}}
         row["identical_frames"] = 0
         no_face = 0
         gt = clip.gt
@@ -161,7 +161,9 @@ class _Scores:
         row["no_face_frames"] = no_face
         return row
 
-    def _identity_scores(self, row: dict[str, Any], frames: np.ndarray, id_emb: Any, name: str) -> int:
+    def _identity_scores(
+        self, row: ScoreRow, frames: np.ndarray, id_emb: np.ndarray | None, name: str
+    ) -> int:
         """acd, acd_i and id_match into `row`; returns the frames with no face found."""
         from facenhance_cli.metrics.identity import acd, acd_i, id_match
 
@@ -175,7 +177,7 @@ class _Scores:
             self._note("acd_i and id_match skipped: no identity image", name)
         return no_face
 
-    def _landmark_scores(self, row: dict[str, Any], frames: np.ndarray, gt_lmk: np.ndarray) -> int:
+    def _landmark_scores(self, row: ScoreRow, frames: np.ndarray, gt_lmk: np.ndarray) -> int:
         """lmk_nme (all, mouth, eyes) and expr_nme into `row`; returns the frames with no face found."""
         from facenhance_cli.metrics.landmarks import expression_nme, landmark_nme
 

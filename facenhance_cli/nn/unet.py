@@ -49,54 +49,67 @@ class ConditionalUNet(nn.Module):
                 }
             )
         self.input_conv = nn.Conv2d(u.in_channels, ch[0], 3, padding=1)
-
-        def attention(level: int, channels: int) -> AttentionBlock | None:
-            return (
-                AttentionBlock(channels, u.head_channels, u.groups) if level in u.attention_levels else None
-            )
-
-        self.down = nn.ModuleList()
-        self.downsample = nn.ModuleList()
-        skip_channels = [ch[0]]
-        in_ch = ch[0]
-        for level, out_ch in enumerate(ch):
-            blocks, attns = [], []
-            for _ in range(u.num_res_blocks):
-                blocks.append(ResBlock(in_ch, out_ch, emb_dim, u.groups, u.dropout))
-                attns.append(attention(level, out_ch))
-                in_ch = out_ch
-                skip_channels.append(in_ch)
-            self.down.append(
-                Level(blocks, cast("list[AttentionBlock]", attns) if attns[0] is not None else None)
-            )
-            if level < len(ch) - 1:
-                self.downsample.append(Downsample(in_ch))
-                skip_channels.append(in_ch)
+        # Modules are created (and so randomly initialised) in this order; checkpoints' keys follow it too.
+        self.down, self.downsample, skip_channels = self._down_path(ch, emb_dim)
         self.middle = nn.ModuleList(
             [
-                ResBlock(in_ch, in_ch, emb_dim, u.groups, u.dropout),
-                ResBlock(in_ch, in_ch, emb_dim, u.groups, u.dropout),
+                ResBlock(ch[-1], ch[-1], emb_dim, u.groups, u.dropout),
+                ResBlock(ch[-1], ch[-1], emb_dim, u.groups, u.dropout),
             ]
         )
-        self.up = nn.ModuleList()
-        self.upsample = nn.ModuleList()
-        for level in reversed(range(len(ch))):
-            out_ch = ch[level]
-            blocks, attns = [], []
-            for _ in range(u.num_res_blocks + 1):
-                blocks.append(ResBlock(in_ch + skip_channels.pop(), out_ch, emb_dim, u.groups, u.dropout))
-                attns.append(attention(level, out_ch))
-                in_ch = out_ch
-            self.up.append(
-                Level(blocks, cast("list[AttentionBlock]", attns) if attns[0] is not None else None)
-            )
-            if level > 0:
-                self.upsample.append(Upsample(in_ch))
-        self.out = nn.Sequential(nn.GroupNorm(u.groups, in_ch), nn.SiLU(), nn.Conv2d(in_ch, 3, 3, padding=1))
+        self.up, self.upsample = self._up_path(ch, emb_dim, skip_channels)
+        self.out = nn.Sequential(nn.GroupNorm(u.groups, ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 3, 3, padding=1))
         out_conv = self.out[-1]
         assert isinstance(out_conv, nn.Conv2d) and out_conv.bias is not None
         nn.init.zeros_(out_conv.weight)
         nn.init.zeros_(out_conv.bias)
+
+    def _level(self, level: int, in_channels: list[int], out_ch: int, emb_dim: int) -> Level:
+        """One resolution: a ResBlock (in_channels[i] -> out_ch) per entry, each followed by attention at
+        `unet.attention_levels`."""
+        u = self.config.unet
+        blocks: list[ResBlock] = []
+        attns: list[AttentionBlock | None] = []
+        for in_ch in in_channels:
+            blocks.append(ResBlock(in_ch, out_ch, emb_dim, u.groups, u.dropout))
+            attns.append(
+                AttentionBlock(out_ch, u.head_channels, u.groups) if level in u.attention_levels else None
+            )
+        return Level(blocks, cast("list[AttentionBlock]", attns) if attns[0] is not None else None)
+
+    def _down_path(self, ch: list[int], emb_dim: int) -> tuple[nn.ModuleList, nn.ModuleList, list[int]]:
+        """The levels going down, a Downsample after each but the last, and the widths of the skips that
+        forward() keeps (input conv, every block, every downsample) in order."""
+        n = self.config.unet.num_res_blocks
+        down, downsample = nn.ModuleList(), nn.ModuleList()
+        skip_channels = [ch[0]]
+        in_ch = ch[0]
+        for level, out_ch in enumerate(ch):
+            down.append(self._level(level, [in_ch] + [out_ch] * (n - 1), out_ch, emb_dim))
+            skip_channels += [out_ch] * n
+            in_ch = out_ch
+            if level < len(ch) - 1:
+                downsample.append(Downsample(in_ch))
+                skip_channels.append(in_ch)
+        return down, downsample, skip_channels
+
+    def _up_path(
+        self, ch: list[int], emb_dim: int, skip_channels: list[int]
+    ) -> tuple[nn.ModuleList, nn.ModuleList]:
+        """The levels going up (one block more than down, each taking a skip, last kept first) and an
+        Upsample after each but the last."""
+        n = self.config.unet.num_res_blocks
+        skips = list(skip_channels)
+        up, upsample = nn.ModuleList(), nn.ModuleList()
+        in_ch = ch[-1]
+        for level in reversed(range(len(ch))):
+            out_ch = ch[level]
+            in_channels = [(in_ch if i == 0 else out_ch) + skips.pop() for i in range(n + 1)]
+            up.append(self._level(level, in_channels, out_ch, emb_dim))
+            in_ch = out_ch
+            if level > 0:
+                upsample.append(Upsample(in_ch))
+        return up, upsample
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """(B,3,S,S) network input, (B,) int steps, the conditioning its config uses -> (B,3,S,S)."""

@@ -7,14 +7,16 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from facenhance_cli.fileio import write_text
 
+# One line of RUN/log.jsonl (and what the progress callback gets): step, loss, lr, speeds, flags.
+LogRecord = dict[str, float | int | bool | str]
 
-def append_log(run_dir: Path, record: dict[str, Any]) -> None:
+
+def append_log(run_dir: Path, record: LogRecord) -> None:
     """One JSON record appended to RUN/log.jsonl."""
     with open(run_dir / "log.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")

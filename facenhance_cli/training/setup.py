@@ -8,7 +8,7 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
 import torch
 
@@ -16,6 +16,7 @@ from facenhance_cli import __version__
 from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint
 from facenhance_cli.config import FacenhanceConfig, Precision
 from facenhance_cli.errors import FacenhanceError, UsageError
+from facenhance_cli.training.logs import LogRecord
 
 # Keys that may change when a run is resumed (how long and how often), unlike the model and optimisation.
 RESUME_MUTABLE = {"max_steps", "checkpoint_every", "validate_every", "sample_every", "log_every"}
@@ -40,8 +41,8 @@ class TrainOptions:
     precision: Precision = "fp32"  # bf16 autocast runs on the CPU too; fp16 needs CUDA
     compile: bool = False
     workers: int = 1  # threads decoding clips when the data is loaded
-    progress: Callable[[dict[str, Any]], None] | None = None  # called with each log record
-    overrides: dict[str, Any] = field(default_factory=dict)  # dotted training.* keys applied on resume
+    progress: Callable[[LogRecord], None] | None = None  # called with each log record
+    overrides: dict[str, object] = field(default_factory=dict)  # dotted training.* keys applied on resume
     init_state: dict[str, torch.Tensor] | None = None  # --init: a new run starts from these weights
     init_source: str = ""  # where init_state came from, for messages
 
@@ -75,8 +76,8 @@ def init_distributed(device: str) -> tuple[DistInfo, str]:
     return info, device
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _flatten(data: dict[str, object], prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
     for key, value in data.items():
         if isinstance(value, dict):
             out.update(_flatten(value, f"{prefix}{key}."))
@@ -97,7 +98,29 @@ def config_mismatch(saved: FacenhanceConfig, requested: FacenhanceConfig) -> str
     return None
 
 
-def resume_payload(last_path: Path, resume: bool) -> dict[str, Any] | None:
+class TrainingState(TypedDict):
+    """The "training" entry of RUN/last.pt (`Trainer.save_last`): what a resume needs besides the EMA."""
+
+    model: dict[str, torch.Tensor]  # the network's own weights
+    optimizer: dict[str, object]  # torch.optim.Optimizer.state_dict()
+    scaler: dict[str, object] | None  # GradScaler.state_dict() under fp16, else None
+    step: int
+    best_val: float | None  # the best validation loss so far
+    torch_rng: torch.Tensor  # torch.get_rng_state() (only dropout draws from it)
+
+
+class ResumeCheckpoint(TypedDict):
+    """RUN/last.pt as `save_checkpoint` writes it with a training state."""
+
+    format: str
+    format_version: int
+    config: dict[str, object]  # FacenhanceConfig.to_dict()
+    ema: dict[str, torch.Tensor]
+    meta: dict[str, object]  # `run_meta`
+    training: TrainingState
+
+
+def resume_payload(last_path: Path, resume: bool) -> ResumeCheckpoint | None:
     """RUN/last.pt's contents when there is one to resume (an error when --resume finds none)."""
     if not last_path.is_file():
         if resume:
@@ -106,18 +129,18 @@ def resume_payload(last_path: Path, resume: bool) -> dict[str, Any] | None:
     payload = read_checkpoint(last_path)
     if "training" not in payload:
         raise UsageError(f"{last_path} holds no training state (an inference-only checkpoint)")
-    return payload
+    return cast(ResumeCheckpoint, payload)  # read_checkpoint checked the format; the keys are ours
 
 
 def resolve_config(
-    options: TrainOptions, payload: dict[str, Any] | None, last_path: Path
+    options: TrainOptions, payload: ResumeCheckpoint | None, last_path: Path
 ) -> FacenhanceConfig:
     """The run's config: the requested one for a new run; for a resume the checkpoint's, with only what may
     change (how long and how often, sampling defaults, --set overrides) taken from the command line."""
     requested = options.config
     if payload is None:
         return requested.validate()
-    saved = checkpoint_config(payload, last_path)
+    saved = checkpoint_config(dict(payload), last_path)
     if not options.config_explicit:
         # No preset or config named: the run's own settings, with only what the command line gave.
         return saved.replace(**options.overrides) if options.overrides else saved
@@ -150,7 +173,7 @@ def autocast_dtype(precision: Precision, device: str) -> torch.dtype | None:
 
 def run_meta(
     step: int, options: TrainOptions, device: str, train_clips: int, train_frames: int, world_size: int
-) -> dict[str, Any]:
+) -> dict[str, int | str]:
     """What a checkpoint records about the run that made it."""
     return {
         "step": step,

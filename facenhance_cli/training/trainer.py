@@ -8,8 +8,11 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TypedDict
 
 import torch
 
@@ -18,6 +21,7 @@ from facenhance_cli.checkpoint import save_checkpoint
 from facenhance_cli.conditioning import add_prev_noise
 from facenhance_cli.config import config_to_toml
 from facenhance_cli.data import FrameDataset, read_manifest
+from facenhance_cli.diffusion.denoiser import NetworkForward
 from facenhance_cli.diffusion.precond import model_output
 from facenhance_cli.diffusion.schedule import make_schedule, q_sample
 from facenhance_cli.errors import FacenhanceError, InputError, UsageError
@@ -25,6 +29,7 @@ from facenhance_cli.fileio import write_text
 from facenhance_cli.nn.unet import build_network
 from facenhance_cli.training import logs
 from facenhance_cli.training.setup import (
+    ResumeCheckpoint,
     TrainingInterrupted,
     TrainOptions,
     autocast_dtype,
@@ -37,6 +42,29 @@ from facenhance_cli.training.step import draw_batch, training_loss, update_ema
 from facenhance_cli.training.validation import sample_grid, validation_loss
 
 log = logging.getLogger(__name__)
+
+# What signal.signal takes and returns (typeshed's private _HANDLER).
+SignalHandler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One training step's numbers. Tensors, not floats: reading them waits for the device, so run() reads
+    them only when it logs or saves (checked finite then, before any checkpoint can hold a diverged model)."""
+
+    loss: torch.Tensor  # () the step's loss, averaged over the DDP processes
+    lr: float  # the learning rate the step used
+    grad_norm: torch.Tensor  # () the gradient norm before clipping
+
+
+class TrainSummary(TypedDict):
+    """What `train` returns."""
+
+    steps: int  # steps run by this call (fewer than final_step after a resume)
+    seconds: float
+    final_step: int
+    best_val: float | None  # the best validation loss (None: no validation split)
+    final: str  # the path of RUN/final.pt
 
 
 class Trainer:
@@ -80,7 +108,7 @@ class Trainer:
             self._initialise(options.init_state, options.init_source)
         self.forward = self._forward(options.compile)
 
-    def _forward(self, compile_network: bool) -> Any:
+    def _forward(self, compile_network: bool) -> NetworkForward:
         """The network as the step calls it: wrapped for DDP under torchrun, compiled with --compile."""
         model: torch.nn.Module = self.network
         if self.dist.world_size > 1:
@@ -111,18 +139,20 @@ class Trainer:
             )
         return train_data, val_data
 
-    def _restore(self, payload: dict[str, Any]) -> None:
+    def _restore(self, payload: ResumeCheckpoint) -> None:
         """Resume: weights, EMA, optimiser, scaler, step and RNG from RUN/last.pt."""
         state = payload["training"]
         self.network.load_state_dict(state["model"])
         self.ema.load_state_dict(payload["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        scaler_state = state.get("scaler")
+        if self.scaler is not None and scaler_state:
+            self.scaler.load_state_dict(scaler_state)
         self.step = int(state["step"])
         self.best_val = state.get("best_val")
-        if state.get("torch_rng") is not None:
-            torch.set_rng_state(state["torch_rng"])
+        rng = state.get("torch_rng")
+        if rng is not None:
+            torch.set_rng_state(rng)
 
     def _initialise(self, state: dict[str, torch.Tensor], source: str) -> None:
         """--init: the network and its EMA start from `state` (a fine-tune); optimiser and step start fresh."""
@@ -139,7 +169,7 @@ class Trainer:
             return self.tc.lr * (step + 1) / self.tc.warmup_steps
         return self.tc.lr
 
-    def train_step(self) -> dict[str, Any]:
+    def train_step(self) -> StepStats:
         """Algorithm 1: x_t from (x0, eps, t), the model sees (x_t, I_id, f_low, f_prev + z); loss to the target."""
         self.network.train()
         ranks = range(self.dist.rank, self.tc.batch_size, self.dist.world_size)
@@ -170,9 +200,7 @@ class Trainer:
             self.optimizer.step()
         update_ema(self.ema, self.network, self.tc, self.step)
         self.step += 1
-        # Tensors, not floats: reading them waits for the device, so run() reads them only when it logs
-        # or saves (checked finite then, before any checkpoint can hold a diverged model).
-        return {"loss": self._mean_over_ranks(loss.detach()), "lr": lr, "grad_norm": grad_norm.detach()}
+        return StepStats(self._mean_over_ranks(loss.detach()), lr, grad_norm.detach())
 
     def _mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
         """A scalar averaged over the DDP processes (itself in a single process)."""
@@ -184,14 +212,14 @@ class Trainer:
         dist.all_reduce(value, op=dist.ReduceOp.AVG if cuda else dist.ReduceOp.SUM)
         return value if cuda else value / self.dist.world_size
 
-    def _read_stats(self, stats: dict[str, Any]) -> dict[str, Any]:
+    def _read_stats(self, stats: StepStats) -> dict[str, float]:
         """Floats of a train_step's tensors; a non-finite loss stops the run before anything is saved."""
-        values = {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in stats.items()}
-        if not math.isfinite(values["loss"]):
-            raise FacenhanceError(f"loss became {values['loss']} by step {self.step}: lower --lr or use fp32")
-        return values
+        loss = float(stats.loss)
+        if not math.isfinite(loss):
+            raise FacenhanceError(f"loss became {loss} by step {self.step}: lower --lr or use fp32")
+        return {"loss": loss, "lr": stats.lr, "grad_norm": float(stats.grad_norm)}
 
-    def _meta(self) -> dict[str, Any]:
+    def _meta(self) -> dict[str, int | str]:
         train = self.train_data
         return run_meta(
             self.step, self.options, self.device, len(train.entries), len(train), self.dist.world_size
@@ -212,15 +240,15 @@ class Trainer:
         }
         save_checkpoint(self.last_path, self.config, self.ema.state_dict(), self._meta(), training_state)
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> TrainSummary:
         """Train from the current step to max_steps; checkpoints, validation and samples on the way."""
         self._prepare_run_dir()
         start_step, start_time = self.step, time.perf_counter()
         window = logs.Window()
         # Ctrl-C (or SIGTERM) only sets a flag, checked between steps: a checkpoint never holds a half-applied update.
         interrupted: list[int] = []
-        previous_handlers: dict[signal.Signals, Any] = {}
-        stats: dict[str, Any] = {"loss": 0.0}
+        previous_handlers: dict[signal.Signals, SignalHandler] = {}
+        stats: StepStats | None = None
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):  # SIGTERM: a scheduler's pre-emption notice
                 previous_handlers[signum] = signal.signal(signum, lambda s, frame: interrupted.append(s))
@@ -232,7 +260,8 @@ class Trainer:
                 self._report(stats, window)
                 self._periodic_work(self.step)
         except KeyboardInterrupt:
-            self._read_stats(stats)  # never save a model whose last step diverged
+            if stats is not None:
+                self._read_stats(stats)  # never save a model whose last step diverged
             self.save_last()
             self._plot()
             raise TrainingInterrupted(
@@ -261,12 +290,12 @@ class Trainer:
             write_text(self.run_dir / "config.toml", config_to_toml(self.config))
             logs.trim_log(self.run_dir, self.step)
 
-    def _report(self, stats: dict[str, Any], window: logs.Window) -> None:
+    def _report(self, stats: StepStats, window: logs.Window) -> None:
         """Log (every log_every steps) and tell the progress callback; device values read only then."""
         tc, step = self.tc, self.step
         window.steps += 1
         elapsed = time.perf_counter() - window.start
-        record: dict[str, Any] = {"step": step}
+        record: logs.LogRecord = {"step": step}
         logging_now = step % tc.log_every == 0 or step == tc.max_steps
         if logging_now or step % tc.checkpoint_every == 0 or step % tc.validate_every == 0:
             record.update(self._read_stats(stats))
@@ -312,7 +341,7 @@ class Trainer:
             logs.plot_loss_curve(self.run_dir / "log.jsonl", self.run_dir / "loss.png")
 
 
-def train(options: TrainOptions) -> dict[str, Any]:
+def train(options: TrainOptions) -> TrainSummary:
     """Train (or resume) a run; returns a summary."""
     trainer = Trainer(options)
     try:

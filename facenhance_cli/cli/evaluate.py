@@ -104,6 +104,18 @@ def _refuse_reports_over_inputs(pairs, pairs_csv, json_out, csv_out, sheet) -> N
         check_writable(folder)
 
 
+SHEET_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def _same_file_warnings(pairs: list[Any]) -> list[str]:
+    """A pair whose generated video is its ground truth scores PSNR inf: worth a warning, not a number."""
+    return [
+        f"{pair.name}: the generated video is the ground truth itself ({pair.gt})"
+        for pair in pairs
+        if Path(pair.gen).resolve() == Path(pair.gt).resolve()
+    ]
+
+
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
     app.command("eval", help=HELP)(evaluate)
@@ -171,6 +183,14 @@ def evaluate(
     sheet_frames: Annotated[
         int, typer.Option("--sheet-frames", help="Frames per row on the contact sheet.")
     ] = 4,
+    align_truth: Annotated[
+        bool,
+        typer.Option(
+            "--align-truth",
+            help="Score against the truth with each frame's head moved onto the identity image's pose "
+            "(what a method given aligned low frames can reach); unknown pixels left out. Default: raw truth.",
+        ),
+    ] = False,
     cache_dir: Annotated[
         Path | None,
         typer.Option("--cache-dir", help="Feature cache folder (default: the user cache dir)."),
@@ -212,6 +232,8 @@ def evaluate(
     if fvd_frames < 1 or batch_size < 1 or sheet_videos < 1 or sheet_frames < 1:
         raise UsageError("--fvd-frames, --batch-size, --sheet-videos and --sheet-frames must be positive")
     _refuse_reports_over_inputs(pairs, pairs_csv, json_out, csv_out, sheet)
+    if sheet is not None and sheet.suffix.lower() not in SHEET_SUFFIXES:
+        raise UsageError(f"--sheet writes an image: use a .png or .jpg name, not {sheet.name}")
     options = ev.EvalOptions(
         metrics=ev.parse_names(_metric_aliases(metrics), ev.METRICS, "metric"),
         baselines=ev.parse_names(baseline, ev.BASELINES, "baseline"),
@@ -222,8 +244,10 @@ def evaluate(
         weights_dir=weights_dir,
         sheet_videos=sheet_videos,
         sheet_frames=sheet_frames,
+        align_truth=align_truth,
     )
     ev.check_pairs(pairs)
+    pair_warnings += _same_file_warnings(pairs)
     err = Console(stderr=True)
     result = _evaluate_with_progress(pairs, options, err if is_terminal() and not quiet else None)
     warnings = result.report["warnings"] = [*pair_warnings, *result.warnings]

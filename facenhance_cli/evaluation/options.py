@@ -57,6 +57,9 @@ class EvalOptions:
     weights_dir: Path | None = None
     sheet_videos: int = 4
     sheet_frames: int = 4
+    # Score against the truth with each frame's head moved onto the identity image's pose
+    # (`evaluation.alignment`); the pixels that leaves unknown are left out of PSNR and SSIM.
+    align_truth: bool = False
 
 
 @dataclass

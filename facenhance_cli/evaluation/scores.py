@@ -6,6 +6,7 @@ over the whole set (../shared/METHOD.md, "Metrics").
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ def evaluate(
     report = build_report(pairs, scores.rows, fvd, options, features, scores.frame_counts)
     report["notes"] = scores.notes()
     report["warnings"] = warnings
+    report["settings"].update(truth_settings(options, scores.alignment))
     return EvalResult(report=report, sheet=scores.sheet)
 
 
@@ -70,6 +72,15 @@ class _Clip:
     gt: np.ndarray
     identity: np.ndarray | None
     low: np.ndarray | None
+    unseen: np.ndarray  # (F,) bool: frames whose (raw) truth is not the identity image
+    valid: np.ndarray | None = None  # (F, H, W) bool: the truth's known pixels (head-aligned), None: all
+
+    def for_fvd(self, frames: np.ndarray) -> np.ndarray:
+        """`frames` as FVD sees them: with head-aligned truth, the pixels it leaves unknown take the identity
+        image's, the same for every method and the truth."""
+        if self.valid is None or self.identity is None:
+            return frames
+        return np.where(self.valid[..., None], frames, self.identity[None])
 
 
 def load_clip(pair: EvalPair) -> _Clip:
@@ -83,7 +94,8 @@ def load_clip(pair: EvalPair) -> _Clip:
     low = _load_video(pair.low, pair, "low video") if pair.low is not None else None
     if low is not None:
         _check_same(pair, f"low video ({pair.low})", low, gt, check_size=False)
-    return _Clip(gen, gt, identity, low)
+    unseen = np.ones(len(gt), bool) if identity is None else (gt != identity[None]).any(axis=(1, 2, 3))
+    return _Clip(gen, gt, identity, low, unseen)
 
 
 class _Scores:
@@ -98,10 +110,15 @@ class _Scores:
         self.frame_counts: list[int] = []
         self.sheet: list[tuple[str, dict[str, np.ndarray]]] = []
         self._skipped: dict[str, set[str]] = {}  # note -> names of the videos it applies to
+        self.alignment: list[
+            tuple[int, int, float]
+        ] = []  # head-aligned truth: (moved, frames, valid) per video
 
     def add(self, pair: EvalPair) -> None:
         """Score one pair's generated video and baselines; queue their I3D features; keep sheet frames."""
         clip = load_clip(pair)
+        if self.options.align_truth:
+            clip = self._aligned(pair, clip)
         self.frame_counts.append(len(clip.gt))
         baselines, skipped = baseline_videos(self.options.baselines, clip.identity, clip.low, clip.gt)
         for note in skipped:
@@ -111,11 +128,40 @@ class _Scores:
         id_emb = self._identity_embedding(clip.identity, pair.name)
         for method, frames in videos.items():
             self.rows[method].append(self._score(pair.name, frames, clip, gt_lmk, id_emb))
-            self.features.queue_i3d(method, frames, pair.name)
-        self.features.queue_i3d("gt", clip.gt, pair.name)
+            self.features.queue_i3d(method, clip.for_fvd(frames), pair.name)
+        self.features.queue_i3d("gt", clip.for_fvd(clip.gt), pair.name)
         self.features.clear_faces()
         if len(self.sheet) < self.options.sheet_videos:
             self.sheet.append((pair.name, self._sheet_sample(clip, baselines)))
+
+    def _aligned(self, pair: EvalPair, clip: _Clip) -> _Clip:
+        """The clip with its truth's head moved onto the identity image's pose (`alignment.align_truth`), or
+        as it is, with a note, when the identity image or the landmarks are missing."""
+        from facenhance_cli.evaluation.alignment import align_truth
+
+        landmarks = self._truth_landmarks(pair, clip) if clip.identity is not None else None
+        if landmarks is None or clip.identity is None:
+            self._note("raw truth kept: head alignment needs the identity image and prepare's meta.json or "
+                       "dlib's 68-point model", pair.name)  # fmt: skip
+            return clip
+        aligned = align_truth(clip.gt, landmarks[0], clip.identity, landmarks[1])
+        self.alignment.append((int(aligned.moved.sum()), len(clip.gt), float(aligned.valid.mean())))
+        return dataclasses.replace(clip, gt=aligned.frames, valid=aligned.valid)
+
+    def _truth_landmarks(self, pair: EvalPair, clip: _Clip) -> tuple[np.ndarray, np.ndarray] | None:
+        """(F, 68, 2) truth and (68, 2) identity landmarks in the truth's pixels: prepare's (meta.json beside
+        high.mkv; its frame 0 is the identity image) when there, else dlib's when loaded, else None."""
+        assert clip.identity is not None
+        size = clip.gt.shape[1]
+        stored = prepared_landmarks(pair.gt, size, len(clip.gt))
+        if stored is not None and (clip.gt[0] == clip.identity).all():
+            return stored, stored[0]
+        nets = self.features.nets
+        if nets.faces is None or "dlib_landmarks68" not in nets.dlib_sha256:
+            return None
+        identity_lmk = self.features.landmarks(clip.identity[None])[0][0]
+        truth_lmk = stored if stored is not None else self.features.landmarks(clip.gt)[0]
+        return (truth_lmk, identity_lmk) if np.isfinite(identity_lmk).all() else None
 
     def notes(self) -> list[str]:
         """One line per note, with how many videos (and which, the first three) it applies to."""
@@ -149,9 +195,9 @@ class _Scores:
         no_face = 0
         gt = clip.gt
         if "psnr" in metrics:
-            row["psnr"], row["identical_frames"], row["psnr_unseen"] = _psnr(frames, gt, clip.identity)
+            row["psnr"], row["identical_frames"], row["psnr_unseen"] = _psnr(frames, clip)
         if "ssim" in metrics:
-            row["ssim"] = float(ssim_frames(frames, gt).mean())
+            row["ssim"] = float(np.nanmean(ssim_frames(frames, gt, clip.valid)))
         if metrics & IDENTITY_METRICS:
             no_face = self._identity_scores(row, frames, id_emb, name)
         if gt_lmk is not None and "sharpness" in metrics:
@@ -200,8 +246,9 @@ class _Scores:
         return sample
 
 
-def _psnr(frames: np.ndarray, gt: np.ndarray, identity: np.ndarray | None) -> tuple[float, int, float | None]:
-    """A video's PSNR, its count of identical frames, and its PSNR over the unseen frames.
+def _psnr(frames: np.ndarray, clip: _Clip) -> tuple[float, int, float | None]:
+    """A video's PSNR against the clip's truth (its known pixels), its count of identical frames, and its
+    PSNR over the unseen frames.
 
     Identical frames (PSNR inf) are left out of the video's mean and counted: prepare's identity.png is
     the clip's first frame, so the identity baseline always has one, and a single inf would make the
@@ -210,8 +257,8 @@ def _psnr(frames: np.ndarray, gt: np.ndarray, identity: np.ndarray | None) -> tu
     """
     from facenhance_cli.metrics.fidelity import psnr_frames
 
-    values = psnr_frames(frames, gt)  # (F,)
-    unseen = np.ones(len(gt), bool) if identity is None else (gt != identity[None]).any(axis=(1, 2, 3))
+    values = psnr_frames(frames, clip.gt, clip.valid)  # (F,)
+    unseen = clip.unseen
     return (*_finite_mean(values), _finite_mean(values[unseen])[0] if unseen.any() else None)
 
 
@@ -242,6 +289,34 @@ def fvd_scores(features: Features, methods: tuple[str, ...], warnings: list[str]
         elif feats:
             warnings.append(f"fvd of baseline {method} skipped: it exists for {len(feats)} of {n} videos")
     return fvd
+
+
+def truth_settings(options: EvalOptions, alignment: list[tuple[int, int, float]]) -> dict[str, object]:
+    """What the report says of the truth it scored against."""
+    if not options.align_truth:
+        return {"truth": "raw"}
+    from facenhance_cli.evaluation.alignment import ALIGNMENT_NOTE
+
+    moved = sum(m for m, _, _ in alignment)
+    frames = sum(f for _, f, _ in alignment)
+    valid = float(np.mean([v for _, _, v in alignment])) if alignment else None
+    summary = {"videos": len(alignment), "frames": frames, "moved_frames": moved, "known_pixels": valid}
+    return {"truth": "head-aligned", "truth_alignment": ALIGNMENT_NOTE, "truth_aligned": summary}
+
+
+def prepared_landmarks(gt_path: Path, size: int, n_frames: int) -> np.ndarray | None:
+    """(F, 68, 2) landmarks `prepare` stored for a clip's high.mkv (meta.json beside it), at `size` px."""
+    import json
+
+    meta_path = gt_path.parent / "meta.json"
+    if gt_path.name != "high.mkv" or not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        landmarks = np.asarray(meta["landmarks_high"], np.float64) * (size / float(meta["size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return landmarks if landmarks.shape == (n_frames, 68, 2) else None
 
 
 def _load_video(path: Path, pair: EvalPair, role: str) -> np.ndarray:

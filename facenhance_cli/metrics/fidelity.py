@@ -18,11 +18,16 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
         raise ValueError(f"expected (F, H, W, 3) RGB frames, got {a.shape}")
 
 
-def psnr_frames(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """PSNR in dB per frame of two (F, H, W, 3) uint8 videos -> (F,) float64; inf for identical frames."""
+def psnr_frames(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """PSNR in dB per frame of two (F, H, W, 3) uint8 videos -> (F,) float64; inf for identical frames.
+    `valid` (F, H, W) bool: only those pixels count (head-aligned truth leaves some unknown)."""
     _check_pair(a, b)
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    mse = (diff**2).reshape(len(a), -1).mean(axis=1)
+    squared = (a.astype(np.float64) - b.astype(np.float64)) ** 2  # (F, H, W, 3)
+    if valid is None:
+        mse = squared.reshape(len(a), -1).mean(axis=1)
+    else:
+        weight = valid[..., None].astype(np.float64)
+        mse = (squared * weight).sum(axis=(1, 2, 3)) / np.maximum(weight.sum(axis=(1, 2, 3)) * 3, 1.0)
     with np.errstate(divide="ignore"):
         return 10.0 * np.log10(DATA_RANGE**2 / mse)
 
@@ -34,8 +39,9 @@ def gaussian_window(radius: int = SSIM_RADIUS, sigma: float = SSIM_SIGMA) -> np.
     return w / w.sum()
 
 
-def ssim_frames(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """SSIM per frame of two (F, H, W, 3) uint8 videos -> (F,) float64 in [-1, 1].
+def ssim_frames(a: np.ndarray, b: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """SSIM per frame of two (F, H, W, 3) uint8 videos -> (F,) float64 in [-1, 1]; with `valid` (F, H, W)
+    bool, the map is averaged over the windows whose centre pixel is valid.
 
     Wang et al. 2004 (Eq. 13): local statistics under an 11x11 Gaussian (sigma 1.5), population
     (biased) variances, C1 = (K1 L)^2, C2 = (K2 L)^2 with L = 255; the SSIM map is averaged over the
@@ -66,5 +72,9 @@ def ssim_frames(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
             (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
         )
-        out[i] = ssim_map.mean(axis=(0, 1)).mean()
+        if valid is None:
+            out[i] = ssim_map.mean(axis=(0, 1)).mean()
+        else:
+            centres = valid[i][r:-r, r:-r]
+            out[i] = ssim_map[centres].mean() if centres.any() else np.nan
     return out

@@ -13,6 +13,7 @@ from facenhance_cli.cli import app
 from facenhance_cli.evaluation.alignment import align_truth
 from facenhance_cli.faces.alignment import _CMU_TEMPLATE
 from facenhance_cli.metrics.fidelity import psnr_frames, ssim_frames
+from facenhance_cli.motion import estimate_motion
 
 SIZE = 192
 
@@ -41,7 +42,9 @@ def test_a_moved_head_comes_back_onto_the_identity_pose_and_the_background_stays
     frames, landmarks = zip(*(scene(s) for s in [(0.0, 0.0), (4.0, -3.0), (-2.5, 1.5)]), strict=True)
     gt = np.stack(frames)
     jitter = np.random.default_rng(1).normal(0, 0.4, (3, 68, 2))  # landmark noise, as dlib's
-    aligned = align_truth(gt, np.stack(landmarks) + jitter, identity, identity_lmk)
+    motion = estimate_motion(identity, gt, np.stack(landmarks) + jitter, identity_lmk)
+    assert np.allclose(motion.params[1:, 2:] * SIZE, [[4.0, -3.0], [-2.5, 1.5]], atol=0.3)
+    aligned = align_truth(gt, motion, identity_lmk)
     assert aligned.moved.tolist() == [False, True, True]
     assert (aligned.frames[0] == gt[0]).all() and aligned.valid[0].all()  # still: the raw frame itself
     raw = psnr_frames(gt[1:], np.stack([identity] * 2))
@@ -56,7 +59,7 @@ def test_a_still_clip_is_scored_exactly_as_the_raw_truth():
     identity, lmk = scene((0.0, 0.0))
     noise = np.random.default_rng(2).normal(0, 2, (4, SIZE, SIZE, 3))
     gt = np.clip(identity[None] + noise, 0, 255).astype(np.uint8)  # no motion, only sensor noise
-    aligned = align_truth(gt, np.stack([lmk] * 4), identity, lmk)
+    aligned = align_truth(gt, estimate_motion(identity, gt, np.stack([lmk] * 4), lmk), lmk)
     assert not aligned.moved.any() and (aligned.frames == gt).all() and aligned.valid.all()
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from facenhance_cli.motion import HeadMotion
 
 DETAIL_SIGMA = 2.0  # px at 192: the detail baseline's Gaussian, as the small preset's paste_detail_sigma
 
@@ -47,21 +52,38 @@ NEEDS = {
     "bicubic": "a low video",
     "paste": "a low video and an identity image",
     "detail": "a low video and an identity image",
+    "paste+motion": "a low video, an identity image and the head motion (prepare's motion.csv or landmarks)",
 }
 
 
+def moved_paste(
+    paste: np.ndarray, motion: HeadMotion, identity: np.ndarray, identity_landmarks: np.ndarray
+) -> np.ndarray:
+    """(F, S, S, 3) the paste with its head moved by the clip's motion, as `enhance` moves its output."""
+    from facenhance_cli.motion import head_layer
+
+    layer = head_layer(identity, identity_landmarks)
+    size = paste.shape[1]
+    return np.stack([layer.move(frame, motion.matrix(n, size)) for n, frame in enumerate(paste)])
+
+
 def baseline_videos(
-    baselines: tuple[str, ...], identity: np.ndarray | None, low: np.ndarray | None, gt: np.ndarray
+    baselines: tuple[str, ...],
+    identity: np.ndarray | None,
+    low: np.ndarray | None,
+    gt: np.ndarray,
+    motion: tuple[HeadMotion, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Each asked-for baseline that one clip's inputs allow, like the (F, h, w, 3) `gt`; and the others' notes.
 
-    `identity` is already at the ground truth's size; `low` is the (F, L, L, 3) low video.
+    `identity` is already at the ground truth's size; `low` is the (F, L, L, 3) low video; `motion` the
+    clip's head motion and the identity image's (68, 2) landmarks.
     """
     size = gt.shape[1:3]
     videos: dict[str, np.ndarray] = {}
     skipped: list[str] = []
     matrix = None  # the paste's registration, shared by the paste and detail baselines
-    if low is not None and identity is not None and {"paste", "detail"} & set(baselines):
+    if low is not None and identity is not None and {"paste", "detail", "paste+motion"} & set(baselines):
         from facenhance_cli.pasting import locate_low_face
 
         matrix, _ = locate_low_face(identity, low[0])
@@ -74,6 +96,9 @@ def baseline_videos(
             videos["paste"] = paste_baseline(identity, low, matrix=matrix)
         elif baseline == "detail" and low is not None and identity is not None:
             videos["detail"] = paste_baseline(identity, low, DETAIL_SIGMA, matrix)
+        elif baseline == "paste+motion" and low is not None and identity is not None and motion is not None:
+            paste = videos.get("paste", paste_baseline(identity, low, matrix=matrix))
+            videos["paste+motion"] = moved_paste(paste, motion[0], identity, motion[1])
         else:
             skipped.append(f"baseline {baseline} skipped: it needs {NEEDS.get(baseline, NEEDS['paste'])}")
     return videos, skipped

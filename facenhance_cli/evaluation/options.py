@@ -12,7 +12,7 @@ from facenhance_cli.errors import UsageError
 
 METRICS = ("psnr", "ssim", "acd", "acd_i", "fvd", "lmk", "id_match", "sharpness")
 NEEDS_GT_LANDMARKS = {"lmk", "sharpness"}  # scored with the ground truth's 68 dlib landmarks
-BASELINES = ("identity", "bicubic", "paste", "detail")
+BASELINES = ("identity", "bicubic", "paste", "detail", "paste+motion")
 METHOD = "method"  # the generated videos; baselines are reported beside it under their own names
 # Report keys, in a stable order: a video-level value for each (FVD only exists over the set).
 VIDEO_KEYS = (

@@ -36,6 +36,8 @@ BASELINE_DEFINITIONS = {
     "low frame, as models with unet.use_pasted_frame condition on) and feathered in",
     "detail": "the paste with the identity image's detail finer than a Gaussian of 2 px (at 192 px) kept "
     "inside the face (conditioning.paste_detail_sigma)",
+    "paste+motion": "the paste with its head moved by the clip's head motion (prepare's motion.csv, else "
+    "estimated from the truth), over the identity image's background, as `enhance` moves its output",
 }
 
 

@@ -27,6 +27,7 @@ from facenhance_cli.evaluation.options import (
 )
 from facenhance_cli.evaluation.pairing import EvalPair
 from facenhance_cli.evaluation.report import build_report
+from facenhance_cli.motion import HeadMotion
 
 IDENTITY_METRICS = {"acd", "acd_i", "id_match"}  # scored with dlib's face embeddings
 
@@ -117,10 +118,11 @@ class _Scores:
     def add(self, pair: EvalPair) -> None:
         """Score one pair's generated video and baselines; queue their I3D features; keep sheet frames."""
         clip = load_clip(pair)
+        motion = self._motion(pair, clip)
         if self.options.align_truth:
-            clip = self._aligned(pair, clip)
+            clip = self._aligned(pair, clip, motion)
         self.frame_counts.append(len(clip.gt))
-        baselines, skipped = baseline_videos(self.options.baselines, clip.identity, clip.low, clip.gt)
+        baselines, skipped = baseline_videos(self.options.baselines, clip.identity, clip.low, clip.gt, motion)
         for note in skipped:
             self._note(note, pair.name)
         videos = {METHOD: clip.gen, **baselines}
@@ -134,19 +136,39 @@ class _Scores:
         if len(self.sheet) < self.options.sheet_videos:
             self.sheet.append((pair.name, self._sheet_sample(clip, baselines)))
 
-    def _aligned(self, pair: EvalPair, clip: _Clip) -> _Clip:
+    def _motion(self, pair: EvalPair, clip: _Clip) -> tuple[HeadMotion, np.ndarray] | None:
+        """The truth's head motion and the identity's landmarks, when --align-truth or the paste+motion
+        baseline needs them and they can be had."""
+        if not (self.options.align_truth or "paste+motion" in self.options.baselines):
+            return None
+        motion, identity_lmk = self._truth_motion(pair, clip)
+        return None if motion is None or identity_lmk is None else (motion, identity_lmk)
+
+    def _aligned(self, pair: EvalPair, clip: _Clip, motion: tuple[HeadMotion, np.ndarray] | None) -> _Clip:
         """The clip with its truth's head moved onto the identity image's pose (`alignment.align_truth`), or
         as it is, with a note, when the identity image or the landmarks are missing."""
         from facenhance_cli.evaluation.alignment import align_truth
 
-        landmarks = self._truth_landmarks(pair, clip) if clip.identity is not None else None
-        if landmarks is None or clip.identity is None:
+        if motion is None:
             self._note("raw truth kept: head alignment needs the identity image and prepare's meta.json or "
                        "dlib's 68-point model", pair.name)  # fmt: skip
             return clip
-        aligned = align_truth(clip.gt, landmarks[0], clip.identity, landmarks[1])
+        aligned = align_truth(clip.gt, *motion)
         self.alignment.append((int(aligned.moved.sum()), len(clip.gt), float(aligned.valid.mean())))
         return dataclasses.replace(clip, gt=aligned.frames, valid=aligned.valid)
+
+    def _truth_motion(self, pair: EvalPair, clip: _Clip) -> tuple[HeadMotion | None, np.ndarray | None]:
+        """The truth's head motion (prepare's motion.csv beside high.mkv, else estimated from its landmarks)
+        and the identity image's landmarks; (None, None) when they cannot be had."""
+        from facenhance_cli.motion import estimate_motion, read_motion
+
+        landmarks = self._truth_landmarks(pair, clip) if clip.identity is not None else None
+        if landmarks is None or clip.identity is None:
+            return None, None
+        stored = pair.gt.parent / "motion.csv"
+        if pair.gt.name == "high.mkv" and stored.is_file():
+            return read_motion(stored, len(clip.gt)), landmarks[1]
+        return estimate_motion(clip.identity, clip.gt, landmarks[0], landmarks[1]), landmarks[1]
 
     def _truth_landmarks(self, pair: EvalPair, clip: _Clip) -> tuple[np.ndarray, np.ndarray] | None:
         """(F, 68, 2) truth and (68, 2) identity landmarks in the truth's pixels: prepare's (meta.json beside

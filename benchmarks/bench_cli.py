@@ -9,7 +9,8 @@ Variants: `before` is torch fp32 with glibc's default allocator (FACENHANCE_MALL
 behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs it now; `openvino` and
 `openvino-bf16` the OpenVINO backend; `torch-1thread` torch with one thread; `torch-passive` and
 `torch-active` torch with idle threads sleeping or spinning (OMP_WAIT_POLICY); `torch-fpc2` and
-`openvino-fpc2` with 2 frames of a video per call.
+`openvino-fpc2` with 2 frames of a video per call; `torch-bf16` torch in bf16; `default` no flags (auto
+backend and precision: what the README's quick start runs).
 Per command: wall seconds min / median over rounds, system CPU seconds and peak memory (max RSS) of the
 median round, and PSNR against the ground truth (every frame) with its change against the first variant.
 """
@@ -36,6 +37,8 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "openvino": ({}, ["--backend", "openvino", "--precision", "fp32"]),
     "openvino-fpc2": ({}, ["--backend", "openvino", "--precision", "fp32", "--frames-per-call", "2"]),
     "openvino-bf16": ({}, ["--backend", "openvino", "--precision", "bf16"]),
+    "torch-bf16": ({}, ["--backend", "torch", "--precision", "bf16"]),
+    "default": ({}, []),  # what a user gets: --backend auto --precision auto
 }
 
 

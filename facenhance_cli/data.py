@@ -73,6 +73,15 @@ def read_manifest(data_dir: Path) -> list[ClipEntry]:
     return entries
 
 
+def expected_frames(entry: ClipEntry) -> int:
+    """Frames a prepared clip should decode to: its meta.json's n_frames, else the manifest's (0: unknown)."""
+    try:
+        n = json.loads((entry.folder / "meta.json").read_text()).get("n_frames", entry.n_frames)
+    except (OSError, ValueError, AttributeError):
+        n = entry.n_frames
+    return n if isinstance(n, int) and n > 0 else 0
+
+
 @dataclass(frozen=True)
 class TrainingSample:
     """One training pair: the target high frame (S, S, 3) uint8 and what the denoiser sees for it."""
@@ -171,12 +180,18 @@ class FrameDataset:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             loaded = list(pool.map(decode, self.entries))
         counts: list[int | InputError] = []
-        for item in loaded:
+        for entry, item in zip(self.entries, loaded, strict=True):
             if isinstance(item, Clip):
                 self._cache[len(self._cache)] = item  # keys follow the kept-clip order of __init__
                 counts.append(len(item.high))
             else:
                 counts.append(item)
+            if isinstance(counts[-1], int) and counts[-1] < (expected := expected_frames(entry)):
+                log.warning(
+                    "clip %s decodes %d of the %d frames its meta.json lists (truncated high.mkv "
+                    "or low.mkv?): training on those %d; rerun `prepare --overwrite` on it",
+                    entry.clip_id, counts[-1], expected, counts[-1],
+                )  # fmt: skip
         return counts
 
     def _load(self, ci: int, entry: ClipEntry) -> Clip:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class FacenhanceError(Exception):
     """Base class for every error whose message is meant for the user (exit code 1)."""
@@ -43,3 +45,31 @@ def one_line(exc: BaseException) -> str:
         return first_line(exc, type(exc).__name__)
     first = first_line(exc)
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """True for a read or write cut short by a signal (EINTR): Ctrl-C or SIGTERM arrived while a C library
+    (ffmpeg, OpenCV) waited, e.g. on a FIFO with no writer, and that library reported it as an error."""
+    return isinstance(exc, InterruptedError) or getattr(exc, "errno", None) == errno.EINTR
+
+
+def raise_if_interrupted(exc: BaseException) -> None:
+    """Re-raise an interruption (see `is_interruption`) as KeyboardInterrupt: a signal ends the run (exit
+    130, the batch stops, temporary outputs removed) instead of failing one input."""
+    if is_interruption(exc):
+        raise KeyboardInterrupt from None
+
+
+_signals_received: list[int] = []  # SIGTERMs seen by the CLI's handler (cli.main), oldest first
+
+
+def note_signal(signum: int) -> None:
+    """Record that a terminating signal arrived (the CLI's handler calls this before raising)."""
+    _signals_received.append(signum)
+
+
+def stop_if_signalled() -> None:
+    """KeyboardInterrupt when a terminating signal arrived earlier: a batch checks before each input, so
+    a signal that a library swallowed (reported as some other error) still stops the batch."""
+    if _signals_received:
+        raise KeyboardInterrupt

@@ -70,6 +70,7 @@ def write_error_message(path: str | os.PathLike[str], exc: BaseException, needed
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path; on success rename it onto `path`, on any error delete it."""
     target = Path(path)
+    refuse_file_as_folder(target.parent)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -143,10 +144,21 @@ def refuse_inputs_as_outputs(
             raise UsageError(f"output {out} {same} the input {hit}: refusing to write over an input")
 
 
+def refuse_file_as_folder(folder: str | os.PathLike[str]) -> None:
+    """UsageError (exit 2) when `folder`, or the nearest existing path above it, is a file: `-o afile/x.mp4`
+    says so instead of the OS's "File exists" or "Not a directory"."""
+    p = Path(os.path.abspath(folder))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"cannot write in {folder}: {p} is a file, not a folder")
+
+
 def check_writable(folder: str | os.PathLike[str]) -> None:
     """Create (if missing) `folder`, write and remove a small probe file there: a read-only or full disk
     fails now, in one line naming the folder and the disk, instead of after the compute."""
     folder = Path(folder)
+    refuse_file_as_folder(folder)
     missing = []  # folders this probe creates: removed again when the probe fails
     p = folder.absolute()
     while not p.exists() and p != p.parent:

@@ -54,6 +54,8 @@ def _open(path: Path):
         raise InputError(f"file not found: {path}")
     try:
         container = av.open(str(path))
+    except InterruptedError:  # a signal cut a blocked open short (a FIFO with no writer): stop the run
+        raise KeyboardInterrupt from None
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise InputError(f"cannot read video {path}: {reason}") from None
@@ -99,6 +101,8 @@ def count_frames(path: str | os.PathLike[str]) -> int:
     try:
         stream = container.streams.video[0]
         return sum(1 for packet in container.demux(stream) if packet.size)
+    except InterruptedError:
+        raise KeyboardInterrupt from None
     except av.error.FFmpegError:
         return 0
     finally:
@@ -133,6 +137,8 @@ def iter_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
             rotation = int(getattr(frame, "rotation", 0) or 0)
             yield _rotate(rgb, rotation)
             n += 1
+    except InterruptedError:  # a signal cut a blocked read short: stop the run, not "a truncated tail"
+        raise KeyboardInterrupt from None
     except av.error.FFmpegError as exc:
         if n == 0:
             raise InputError(f"cannot decode video {path}: {exc}") from None
@@ -212,7 +218,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"image not found: {path}")
+        raise InputError(not_a_file_message(path, "image"))
     data = np.fromfile(str(path), dtype=np.uint8)
     # IMREAD_COLOR | IMREAD_ANYDEPTH applies EXIF orientation (phone portraits) and keeps 16-bit depth;
     # IMREAD_UNCHANGED would ignore the orientation. Grey becomes 3 channels and alpha is dropped.
@@ -231,6 +237,16 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     else:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(image)
+
+
+def not_a_file_message(path: Path, what: str) -> str:
+    """Why `path` cannot be read as a `what` file: missing, a folder, or not a regular file (FIFO, device)."""
+    if not path.exists():
+        return f"{what} not found: {path}"
+    a_what = f"{'an' if what[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {what}"
+    if path.is_dir():
+        return f"{path} is a folder, not {a_what} file"
+    return f"{path} is not a regular file (a FIFO or a device): give {a_what} file"
 
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
@@ -339,6 +355,8 @@ class VideoWriter:
         assert self._container is not None  # called from _start, after the container is open
         try:
             source = av.open(str(self.audio_from))
+        except InterruptedError:
+            raise KeyboardInterrupt from None
         except (av.error.FFmpegError, OSError):
             return
         if not source.streams.audio:

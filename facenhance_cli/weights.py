@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,8 +206,28 @@ def model_search_dirs(override: str | os.PathLike[str] | None = None) -> list[Pa
 DEFAULT_MODEL = "facenhance-small-v5"
 
 
-def find_model(name_or_path: str | None = None, models_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Checkpoint path for a file path, a run folder, or a model name (`NAME` -> `NAME.pt` in the search dirs)."""
+def model_dir_warnings(models_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """What is wrong with the folders --models-dir and FACENHANCE_MODELS name (one missing is skipped by
+    the lookup, silently otherwise): one line each."""
+    named = [("--models-dir", Path(models_dir))] if models_dir else []
+    named += [(MODELS_ENV, Path(p)) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p]
+    out = []
+    for where, folder in named:
+        if not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            out.append(f"{where} folder {folder} {what}: models are not looked up there")
+    return out
+
+
+def find_model(
+    name_or_path: str | None = None,
+    models_dir: str | os.PathLike[str] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Path:
+    """Checkpoint path for a file path, a run folder, or a model name (`NAME` -> `NAME.pt` in the search dirs).
+
+    A name is looked up in the search dirs; `warn` gets a line for each of them that --models-dir or
+    FACENHANCE_MODELS names but that is not a folder."""
     name = name_or_path or DEFAULT_MODEL
     as_path = Path(name)
     if as_path.is_file():
@@ -218,14 +239,19 @@ def find_model(name_or_path: str | None = None, models_dir: str | os.PathLike[st
         raise MissingWeightsError(f"no final.pt or last.pt checkpoint in {as_path}")
     if as_path.suffix == ".pt" or os.sep in name:
         raise MissingWeightsError(f"model file not found: {name}")
+    problems = model_dir_warnings(models_dir)
+    if warn is not None:
+        for problem in problems:
+            warn(problem)
     for folder in model_search_dirs(models_dir):
         candidate = folder / f"{name}.pt"
         if candidate.is_file():
             return candidate
     searched = ", ".join(str(d) for d in model_search_dirs(models_dir))
+    hint = f"; {problems[0]}" if problems else ""
     raise MissingWeightsError(
         f"model '{name}' not found: put {name}.pt in one of [{searched}] or pass --model PATH "
-        f"(set {MODELS_ENV} to add a folder)"
+        f"(set {MODELS_ENV} to add a folder){hint}"
     )
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from facenhance_cli import __version__
+from facenhance_cli.errors import note_signal
 
 app = typer.Typer(
     name="facenhance",
@@ -71,7 +72,9 @@ _register()
 
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM (kill, a batch scheduler's notice) takes Ctrl-C's path: temporary files removed, training
-    saved after the current step, exit 130."""
+    saved after the current step, exit 130. Recorded too: a batch stops before its next input even when a
+    library swallowed the KeyboardInterrupt (PyAV, blocked on a FIFO, reports only its EINTR)."""
+    note_signal(signum)
     raise KeyboardInterrupt
 
 

@@ -20,6 +20,7 @@ Threads = Annotated[
     typer.Option(
         "--threads",
         min=1,
+        max=1024,  # more is a typo: each is an OS thread
         help="CPU threads (default: OMP_NUM_THREADS, else the cores this process may use: affinity and "
         "cgroup quota). On a busy machine idle threads sleep (OMP_WAIT_POLICY=PASSIVE) unless it is set.",
     ),
@@ -37,7 +38,7 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from facenhance_cli.errors import FacenhanceError, first_line
+        from facenhance_cli.errors import FacenhanceError, first_line, is_interruption
 
         try:
             return func(*args, **kwargs)
@@ -47,20 +48,12 @@ def handle_errors(func: F) -> F:
             raise fail(str(exc), exc.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except OSError as exc:
+            if is_interruption(exc):  # a blocked read cut short by SIGTERM or Ctrl-C: as KeyboardInterrupt
+                raise fail("interrupted", 130) from None
+            raise _os_error(exc) from None
         except MemoryError:
             raise fail("out of memory: use a smaller --batch-size / --batch-videos") from None
-        except OSError as exc:
-            if os.environ.get(DEBUG_ENV):
-                raise
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-                from facenhance_cli.fileio import write_error_message
-
-                if exc.filename:  # a failed write(): no path known, so none is guessed
-                    raise fail(write_error_message(exc.filename, exc)) from None
-                raise fail(
-                    f"a write failed: {exc.strerror or exc} (check the output folder's disk)"
-                ) from None
-            raise fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
         except Exception as exc:
             if os.environ.get(DEBUG_ENV):
                 raise
@@ -70,6 +63,20 @@ def handle_errors(func: F) -> F:
             ) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _os_error(exc: OSError) -> typer.Exit:
+    """An OSError as one line: a full or read-only disk names the path and the disk (FACENHANCE_DEBUG=1
+    re-raises it for the traceback)."""
+    if os.environ.get(DEBUG_ENV):
+        raise exc
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        from facenhance_cli.fileio import write_error_message
+
+        if exc.filename:  # a failed write(): no path known, so none is guessed
+            return fail(write_error_message(exc.filename, exc))
+        return fail(f"a write failed: {exc.strerror or exc} (check the output folder's disk)")
+    return fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
 
 
 def is_terminal() -> bool:

@@ -184,8 +184,9 @@ def enhance(
         bool,
         typer.Option(
             "--strict",
-            help="Treat warnings (blank, grey or noise video, still image, identity not matching) as errors: "
-            "that video fails, nothing is written for it, exit 1.",
+            help="Treat warnings (blank, grey or noise video, still image, identity grey or not matching, "
+            "a prepared clip short of frames, an empty existing output, the fallback alignment template, a "
+            "missing models folder) as errors: that video fails, nothing is written for it, exit 1.",
         ),
     ] = False,
     quiet: Annotated[
@@ -209,6 +210,7 @@ def enhance(
     from facenhance_cli.checkpoint import load_for_inference
     from facenhance_cli.cli.common import resolve_device
     from facenhance_cli.enhance import EnhanceOptions, check_run_flags
+    from facenhance_cli.errors import InputError
     from facenhance_cli.weights import find_model
 
     jobs = _planned_jobs(low, identity, output, pairs, lossless, shard, compare, save_frames, batch_videos)
@@ -240,7 +242,13 @@ def enhance(
         weights_dir=weights_dir,
     )
     check_run_flags(options)  # before the model loads
-    loaded = load_for_inference(find_model(model, models_dir), device_name)
+    model_warnings: list[str] = []  # a --models-dir or FACENHANCE_MODELS folder that is not there
+    model_path = find_model(model, models_dir, model_warnings.append)
+    for line in model_warnings:
+        typer.echo(f"warning: {line}", err=True)
+    if strict and model_warnings:
+        raise InputError(f"{model_warnings[0]} (--strict)")
+    loaded = load_for_inference(model_path, device_name)
     if batch_videos is None:
         options.batch_videos = _default_batch_videos(loaded.config, device_name)
     show_progress = is_terminal() and not quiet

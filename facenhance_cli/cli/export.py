@@ -83,7 +83,7 @@ def export(
     }
     overrides = {key: value for key, (_, value) in flags.items() if value is not None}
     meta = {"trained_on": trained_on} if trained_on else None
-    source = find_model(str(checkpoint))
+    source = find_model(str(checkpoint), warn=lambda line: typer.echo(f"warning: {line}", err=True))
     check_export_target(source, output, overwrite)
     check_writable(output.parent)
     names = {key: flag for key, (flag, _) in flags.items()}

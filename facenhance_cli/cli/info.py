@@ -89,8 +89,10 @@ def models(
     """List installed facenhance models: name, preset, size, training data, recommended sampler and steps."""
     from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint
     from facenhance_cli.errors import CheckpointError
-    from facenhance_cli.weights import list_model_files, model_search_dirs
+    from facenhance_cli.weights import list_model_files, model_dir_warnings, model_search_dirs
 
+    for warning in model_dir_warnings(models_dir):
+        typer.echo(f"warning: {warning}", err=True)
     rows: list[dict[str, Any]] = []
     for path in list_model_files(models_dir):
         try:

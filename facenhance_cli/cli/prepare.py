@@ -151,7 +151,17 @@ def prepare(
 ) -> None:
     """Turn face videos into training / evaluation data: high.mkv, low.mkv, identity.png, meta.json."""
     from facenhance_cli.errors import UsageError
+    from facenhance_cli.prepare import PrepareOptions
 
+    # Every value is checked, with --identity-only too (it uses --size and --crop-scale).
+    options = PrepareOptions(
+        frames=frames, segment=segment, size=size, low_size=low_size, layout=layout.value, split=split,
+        seed=seed, split_file=str(split_file) if split_file else None, workers=workers,
+        landmarks=landmarks.value, detector=detector.value, device=device,
+        weights_dir=str(weights_dir) if weights_dir else None, subject_regex=subject_regex,
+        crop_scale=crop_scale, smooth=smooth, max_missing=max_missing, min_face=min_face,
+        preview=preview, overwrite=overwrite,
+    ).check()  # fmt: skip
     if identity_only:
         if len(inputs) != 1:
             raise UsageError("--identity-only takes exactly one photo")
@@ -164,16 +174,6 @@ def prepare(
         typer.echo(f"wrote {written}")
         return
 
-    from facenhance_cli.prepare import PrepareOptions
-
-    options = PrepareOptions(
-        frames=frames, segment=segment, size=size, low_size=low_size, layout=layout.value, split=split,
-        seed=seed, split_file=str(split_file) if split_file else None, workers=workers,
-        landmarks=landmarks.value, detector=detector.value, device=device,
-        weights_dir=str(weights_dir) if weights_dir else None, subject_regex=subject_regex,
-        crop_scale=crop_scale, smooth=smooth, max_missing=max_missing, min_face=min_face,
-        preview=preview, overwrite=overwrite,
-    ).check()  # fmt: skip
     report = _run_with_progress(inputs, output, options)
     _print_summary(report)
     if report.n_ok == 0:
@@ -195,7 +195,8 @@ def _run_with_progress(inputs, output, options):
         if result.status == "ok":
             what = "done earlier" if result.done_earlier else f"prepared ({result.n_frames} frames)"
             note = f" [{'; '.join(result.notes)}]" if result.notes else ""
-            return f"{result.clip_id}: {what}{note}"
+            warned = "".join(f"\nwarning: {result.clip_id}: {w}" for w in result.warnings)
+            return f"{result.clip_id}: {what}{note}{warned}"
         return f"{result.clip_id}: skipped: {result.reason}"
 
     if not is_terminal():
@@ -238,6 +239,8 @@ def _print_summary(report) -> None:
     table.add_row("prepared", str(now))
     if earlier:
         table.add_row("complete already (skipped)", str(earlier))
+    if warned := sum(bool(r.warnings) for r in report.results if r.status == "ok"):
+        table.add_row("with warnings (see above)", str(warned))
     for reason, count in reasons.most_common():
         table.add_row(f"skipped: {reason}", str(count))
     if report.input_errors:

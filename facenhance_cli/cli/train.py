@@ -146,7 +146,7 @@ def _load_init(init: str):
     from facenhance_cli.checkpoint import load_for_inference
     from facenhance_cli.weights import find_model
 
-    return load_for_inference(find_model(init))
+    return load_for_inference(find_model(init, warn=lambda line: typer.echo(f"warning: {line}", err=True)))
 
 
 def _check_data(data: Path, run_dir: Path) -> None:
@@ -154,10 +154,14 @@ def _check_data(data: Path, run_dir: Path) -> None:
     why and what to do, rather than torch's or the loader's words)."""
     from facenhance_cli.data import read_manifest
     from facenhance_cli.errors import InputError, UsageError
+    from facenhance_cli.fileio import refuse_file_as_folder
     from facenhance_cli.prepare import empty_train_message
 
     if data.exists() and run_dir.exists() and data.resolve() == run_dir.resolve():
         raise UsageError(f"-o {run_dir} is the data folder: give the run its own folder")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"-o {run_dir} exists and is not a folder: give the run a folder")
+    refuse_file_as_folder(run_dir)
     entries = read_manifest(data)
     if not any(e.split == "train" for e in entries):
         raise InputError(empty_train_message(data, entries))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from facenhance_cli.config import Precision, SamplerName, Spacing
-from facenhance_cli.errors import UsageError
+from facenhance_cli.errors import InputError, UsageError
 
 VIDEO_OUT_SUFFIXES = {".mp4", ".mkv", ".mov"}  # containers that hold H.264 (and FFV1 for .mkv)
 
@@ -155,7 +155,9 @@ def check_distinct_outputs(jobs: list[EnhanceJob]) -> list[EnhanceJob]:
 def read_pairs(path: Path, output_dir: Path | None, suffix: str, lossless: bool = False) -> list[EnhanceJob]:
     """--pairs CSV with columns low, identity, output (output optional; relative paths from the CSV's folder)."""
     if not path.is_file():
-        raise UsageError(f"--pairs file not found: {path}")
+        from facenhance_cli.video import not_a_file_message
+
+        raise UsageError(f"--pairs: {not_a_file_message(path, 'CSV')}")
     base = path.parent
     jobs = []
     with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's "CSV UTF-8" has a BOM
@@ -213,6 +215,10 @@ def check_jobs(jobs: list[EnhanceJob], compare: bool = False, save_frames: bool 
         check_readable(job.low, "low video")
     for path in dict.fromkeys(job.identity for job in jobs):
         check_readable(path, "identity image")
+        if not path.is_file():  # a folder (or a FIFO): say so, rather than "image not found" later
+            from facenhance_cli.video import not_a_file_message
+
+            raise InputError(not_a_file_message(path, "identity image"))
     for folder in dict.fromkeys(job.output.parent for job in jobs):
         check_writable(folder)
 

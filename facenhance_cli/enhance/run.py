@@ -20,10 +20,18 @@ from facenhance_cli.diffusion.recurrent import RecurrentSampler
 from facenhance_cli.diffusion.samplers import Progress, SamplerOptions
 from facenhance_cli.enhance.planning import EnhanceJob, EnhanceOptions, JobResult, check_run_flags
 from facenhance_cli.enhance.videos import OpenVideo, load_identity, open_video
-from facenhance_cli.errors import UsageError, one_line
+from facenhance_cli.errors import UsageError, one_line, raise_if_interrupted, stop_if_signalled
 
 if TYPE_CHECKING:
     from facenhance_cli.backends import Network
+
+
+def is_empty_file(path: Path) -> bool:
+    """A regular file of 0 bytes (an output we write is never empty: it is renamed into place whole)."""
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 @dataclass
@@ -137,15 +145,21 @@ class _Run:
 
     def start(self, job: EnhanceJob) -> OpenVideo | None:
         """Open a job for the batch, or report it skipped (output exists) or failed (a bad input)."""
+        stop_if_signalled()  # a SIGTERM that a library swallowed still stops the batch here
+        earlier = []
         if job.output.exists() and not self.options.overwrite:
-            self.report(JobResult(job, "skipped", message="output exists (use --overwrite)"))
-            return None
+            if not is_empty_file(job.output):
+                self.report(JobResult(job, "skipped", message="output exists (use --overwrite)"))
+                return None
+            # Not a finished output (ours are renamed into place whole): something else left it. Redo it.
+            earlier.append(f"{job.output} exists but is empty (0 bytes): enhancing it again")
         try:
             identity = self.identity_image(job.identity)
-            video = open_video(job, identity, self.config, self.options, self.reporter.notes)
+            video = open_video(job, identity, self.config, self.options, self.reporter.notes, earlier)
             if self.reporter.on_job_start:
                 self.reporter.on_job_start(job, video.n_frames)
         except Exception as exc:  # one bad video never stops the batch (PyAV raises ValueErrors too)
+            raise_if_interrupted(exc)  # ... but a signal does
             self.report(JobResult(job, "failed", message=one_line(exc)))
             return None
         self.sampler.join(id(video), self.options.seed)
@@ -180,6 +194,7 @@ class _Run:
             try:
                 video.advance(frame)
             except Exception as exc:  # e.g. a container that refuses the audio codec
+                raise_if_interrupted(exc)
                 failed.add(id(video))
                 self._finish(video, exc)
         still_active = []

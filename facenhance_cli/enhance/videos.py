@@ -24,7 +24,7 @@ from facenhance_cli.enhance.planning import (
     compare_path,
     frames_path,
 )
-from facenhance_cli.errors import InputError, one_line
+from facenhance_cli.errors import InputError, one_line, raise_if_interrupted
 from facenhance_cli.fileio import temp_path_for
 
 if TYPE_CHECKING:
@@ -118,10 +118,51 @@ def low_video_warnings(path: Path, n_frames: int, first: np.ndarray, prepared: b
 
 
 def identity_warnings(path: Path, image: np.ndarray) -> list[str]:
-    """A blank identity image is worth a warning (a face-less one shows in the paste match)."""
-    if image.astype(np.float32).std() < 3:
+    """A blank or grayscale identity image is worth a warning (a face-less one shows in the paste match)."""
+    pixels = image.astype(np.int16)
+    if pixels.std() < 3:
         return [f"identity image {path.name} is flat (value {int(image.mean())}): no face to copy"]
+    if np.abs(pixels - pixels[..., :1]).max() <= 2:
+        return [f"identity image {path.name} is grayscale: the model expects a colour photo"]
     return []
+
+
+def template_warning(weights_dir: Path | None) -> str | None:
+    """--prepare-input without the OpenFace PDM aligns to the fallback template: worth a warning, as
+    `prepare` gives (a model trained on PDM-aligned data misreads those faces)."""
+    from facenhance_cli import faces
+
+    if faces.alignment_template(weights_dir).source.startswith("openface-pdm"):
+        return None
+    return (
+        "--prepare-input: the OpenFace PDM (openface_pdm) is not in the weights lookup (--weights-dir, "
+        "FACENHANCE_WEIGHTS, the cache): faces are aligned to CMU OpenFace's template instead, which "
+        "models trained on PDM-aligned data do not expect"
+    )
+
+
+def expected_frames(low: Path) -> int:
+    """Frames a `prepare` clip's low.mkv should decode to (its meta.json's n_frames); 0 when unknown."""
+    import json
+
+    meta = low.parent / "meta.json"
+    if low.name != PREPARED_LOW or not meta.is_file():
+        return 0
+    try:
+        n = json.loads(meta.read_text()).get("n_frames", 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return n if isinstance(n, int) and n > 0 else 0
+
+
+def frames_shortfall(low: Path, decoded: int, expected: int) -> str | None:
+    """A warning when a prepared clip's low.mkv decoded fewer frames than its meta.json lists (truncated)."""
+    if expected <= 0 or decoded >= expected:
+        return None
+    return (
+        f"{display_name(low)} decoded {decoded} of the {expected} frames its meta.json lists "
+        "(truncated? rerun `prepare --overwrite` on that clip)"
+    )
 
 
 @dataclass
@@ -138,6 +179,8 @@ class OpenVideo:
     paste_matrix: np.ndarray | None  # low px -> identity px, for models whose conditioning needs it
     warnings: list[str]
     n_frames: int  # from the container header (0 when unknown)
+    expected: int = 0  # frames a prepared clip's meta.json lists (0 when not a prepared clip)
+    strict: bool = False  # a warning found at the end (too few frames) fails the video
     started: float = field(default_factory=time.perf_counter)
     n: int = 0
     ahead: list[np.ndarray] = field(default_factory=list)  # low frames read past frame n (upcoming)
@@ -171,12 +214,18 @@ class OpenVideo:
 
     def close(self, error: BaseException | None) -> JobResult:
         """Close reader and writers (after `error`, deleting what they wrote) -> this video's result."""
+        short = frames_shortfall(self.job.low, self.n, self.expected) if error is None else None
+        if short and self.strict:
+            error = InputError(f"{short} (--strict)")  # nothing written: the output is deleted below
+        elif short:
+            self.warnings.append(short)
         try:
             if error is None:
                 self.stack.close()
             else:
                 self.stack.__exit__(type(error), error, error.__traceback__)
         except Exception as exc:  # a failed close (trailer, disk full) fails this video only
+            raise_if_interrupted(exc)
             error = error or exc
         seconds = time.perf_counter() - self.started
         if error is None:
@@ -197,8 +246,11 @@ def open_video(
     config: FacenhanceConfig,
     options: EnhanceOptions,
     notes: list[str],
+    earlier: list[str] | None = None,
 ) -> OpenVideo:
-    """Check one job's inputs and open its reader and writers in one ExitStack (closed again on any error)."""
+    """Check one job's inputs and open its reader and writers in one ExitStack (closed again on any error).
+
+    `earlier`: warnings about this job found before its inputs were opened (an empty existing output)."""
     from facenhance_cli.video import VideoWriter, probe_video
 
     with ExitStack() as stack:
@@ -211,7 +263,9 @@ def open_video(
         first = next(frames, None)
         if first is None:
             raise InputError(f"{job.low}: no frames")
-        warnings = identity_warnings(job.identity, identity_image)
+        warnings = [*(earlier or []), *identity_warnings(job.identity, identity_image)]
+        if options.prepare_input and (warning := template_warning(options.weights_dir)):
+            warnings.append(warning)
         warnings += low_video_warnings(job.low, info.n_frames, first, options.prepare_input)
         paste_matrix = locate_face(job, identity_image, first, config, warnings)
         if options.strict and warnings:
@@ -227,7 +281,7 @@ def open_video(
             compare = VideoWriter(compare_path(job.output), info.fps, lossless=options.lossless)
             writers.append(stack.enter_context(compare))
         parts = (frames, writers, frames_dir, identity_image, first, paste_matrix, warnings, info.n_frames)
-        return OpenVideo(job, stack.pop_all(), *parts)
+        return OpenVideo(job, stack.pop_all(), *parts, expected_frames(job.low), options.strict)
 
 
 def locate_face(

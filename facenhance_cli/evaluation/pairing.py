@@ -63,6 +63,8 @@ def expand_videos(paths: Iterable[str | os.PathLike[str]], role: str = "gen") ->
             raise InputError(f"{role} input not found: {path}")
         if path.is_file():
             add(path.stem, path)
+        elif not path.is_dir():
+            raise InputError(f"{role} input {path} is not a regular file (a FIFO or a device): give a video")
         elif _is_clip_folder(path):
             add(path.name, path / CLIP_FOLDER_FILES[role])
         elif is_frame_folder(path):

@@ -8,7 +8,8 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from facenhance_cli.errors import InputError, UsageError
+from facenhance_cli.errors import InputError, UsageError, stop_if_signalled
+from facenhance_cli.fileio import refuse_file_as_folder
 from facenhance_cli.prepare.clip import is_complete, process_clip
 from facenhance_cli.prepare.inputs import ClipSource, discover_inputs, parse_segment
 from facenhance_cli.prepare.manifest import read_manifest_rows, write_manifest
@@ -101,6 +102,7 @@ def _plan(
     parse_segment(options.segment, 10**6)  # reject a malformed --segment before any work
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out} exists and is not a folder")
+    refuse_file_as_folder(out)
     check_output_folder(out, inputs)
     sources, input_errors = discover_inputs(inputs, options.layout, options.subject_regex)
     check_sources_outside_clips(out, sources)
@@ -157,6 +159,7 @@ def _run_here(
     """One clip after the other in this process, with one detector."""
     detector = _detector(options)
     for source in sources:
+        stop_if_signalled()  # a SIGTERM that a library swallowed still stops the batch here
         done(process_clip(source, out, options, detector, on_frame))
 
 

@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from facenhance_cli.errors import FacenhanceError, InputError, NoFaceError, UsageError, first_line
+from facenhance_cli.errors import (
+    FacenhanceError,
+    InputError,
+    NoFaceError,
+    UsageError,
+    first_line,
+    raise_if_interrupted,
+)
 from facenhance_cli.fileio import write_text
 from facenhance_cli.prepare.inputs import ClipSource, parse_segment, resample_indices
 from facenhance_cli.prepare.options import FORMAT_VERSION, META, TMP_PREFIX, ClipResult, PrepareOptions
@@ -105,8 +112,10 @@ def process_clip(
         )
         template = faces.alignment_template(options.weights_dir)
         frames, where = _load_frames(source, options)
+        result.warnings, repeats = _repeat_warnings(where, options.frames)
+        result.notes.extend(repeats)
         meta = _make_clip(tmp, frames, where, (det, template), options, on_frame, result.notes)
-        meta = {**_source_meta(source), **meta}
+        meta = {**_source_meta(source), **meta, "warnings": result.warnings}
         # Last: its presence marks the clip complete. One key per line, arrays inline (readable, small).
         body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, allow_nan=False)}" for k, v in meta.items())
         write_text(tmp / META, "{\n" + body + "\n}\n")
@@ -115,12 +124,27 @@ def process_clip(
         os.replace(tmp, final)
         result.status, result.n_frames = "ok", len(frames)
     except Exception as exc:  # a bad clip never stops the batch
+        raise_if_interrupted(exc)  # ... but a signal does (a read cut short by SIGTERM)
         result.reason = _failure_reason(exc)
+        result.warnings = []
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         result.seconds = time.perf_counter() - t0
     return result
+
+
+def _repeat_warnings(where: dict[str, Any], frames: int) -> tuple[list[str], list[str]]:
+    """(warnings, notes) about frames repeated to make up --frames: a single source frame makes a clip
+    without motion (a warning); a segment shorter than --frames repeats some (a note)."""
+    distinct = len(set(where["frame_indices"]))
+    if distinct >= frames:
+        return [], []
+    if distinct == 1:
+        start, end = where["segment"]
+        one = "the video has" if where["n_source_frames"] == 1 else f"the segment {start}:{end} holds"
+        return [f"{one} a single frame: {frames} copies of it, no motion (a still image?)"], []
+    return [], [f"{distinct} source frames for {frames}: some repeated"]
 
 
 def _done_earlier(final: Path, options: PrepareOptions, result: ClipResult) -> ClipResult:
@@ -129,6 +153,7 @@ def _done_earlier(final: Path, options: PrepareOptions, result: ClipResult) -> C
     try:
         meta = json.loads((final / META).read_text())
         result.n_frames = int(meta.get("n_frames", 0))
+        result.warnings = [str(w) for w in meta.get("warnings", [])]  # said again: still true of the clip
         if meta.get("settings") and meta["settings"] != options.fingerprint():
             result.notes.append("prepared earlier with other settings (use --overwrite to redo)")
     except (OSError, ValueError):

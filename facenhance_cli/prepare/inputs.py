@@ -182,6 +182,8 @@ def _find_clips(inputs: Iterable[str | os.PathLike[str]]) -> tuple[list[tuple[Pa
                 errors.append(f"{path}: an image, not a video (use --identity-only to align a photo)")
             else:
                 found.append((path, path.parent))
+        elif not path.is_dir():
+            errors.append(f"{path}: not a regular file (a FIFO or a device): give a video file or a folder")
         elif is_frame_folder(path):
             found.append((path, path.parent))
         else:

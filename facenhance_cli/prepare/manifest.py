@@ -37,6 +37,7 @@ def write_manifest(out_dir: Path, results: list[ClipResult], split: dict[str, st
             "reason": r.reason,
             "source": r.source,
             "notes": r.notes,
+            "warnings": r.warnings,
         }
     for row in rows.values():
         row["split"] = split.get(row["subject"], "unassigned")

@@ -15,6 +15,9 @@ SPLIT_FILE = "split.json"
 META = "meta.json"
 TMP_PREFIX = ".tmp-"
 FORMAT_VERSION = 1
+MAX_FRAMES = 10_000  # --frames
+MAX_SIZE = 4096  # --size, --low-size
+MAX_WORKERS = 1024  # --workers (processes)
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,14 @@ class PrepareOptions:
         from facenhance_cli.errors import InputError, UsageError
         from facenhance_cli.prepare.inputs import parse_segment
 
+        # Upper bounds: a clip is held in memory whole (10000 frames at 192x192 is 1.1 GB), and a larger
+        # value is a typo that would exhaust memory or processes rather than a setting.
         ranges = {
-            "--frames": (self.frames, 1, math.inf),
-            "--size": (self.size, 16, math.inf),
-            "--low-size": (self.low_size, 8, math.inf),
+            "--frames": (self.frames, 1, MAX_FRAMES),
+            "--size": (self.size, 16, MAX_SIZE),
+            "--low-size": (self.low_size, 8, MAX_SIZE),
             "--split": (self.split, 0.0, 1.0),
-            "--workers": (self.workers, 1, math.inf),
+            "--workers": (self.workers, 1, MAX_WORKERS),
             "--crop-scale": (self.crop_scale, 1e-3, 100.0),
             "--smooth": (self.smooth, 0.0, 1e3),
             "--max-missing": (self.max_missing, 0.0, 1.0),
@@ -90,6 +95,7 @@ class ClipResult:
     n_frames: int = 0
     done_earlier: bool = False
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # prepared, but likely not what was meant (on stderr)
     seconds: float = 0.0
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from facenhance_cli.errors import UsageError
 
+MOTION_FILE = "motion.csv"  # what `prepare` writes in each clip folder
 MOTION_COLUMNS = ("frame", "scale", "rotation_deg", "tx", "ty")
 MOTION_HEADER = (
     "# facenhance head motion v1: per frame, the similarity taking the identity image's head pose to the "

@@ -78,6 +78,8 @@ def make_prepared_dataset(
         write_video(folder / "low.mkv", low, 25, lossless=True)
         write_image(folder / "identity.png", identity)
         (folder / "meta.json").write_text(json.dumps({"clip_id": clip_id, "fps": 25}))
+        still = "".join(f"{n},1,0,0,0\n" for n in range(n_frames))  # a head that does not move
+        (folder / "motion.csv").write_text("frame,scale,rotation_deg,tx,ty\n" + still)
         lines.append(
             json.dumps(
                 {

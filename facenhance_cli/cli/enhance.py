@@ -170,7 +170,23 @@ def enhance(
         bool,
         typer.Option(
             "--prepare-input",
-            help="Input is a real video: align the face on black with prepare's pipeline first.",
+            help="Input is a real video: align the face on black with prepare's pipeline first (and follow "
+            "its head's motion).",
+        ),
+    ] = False,
+    motion: Annotated[
+        Path | None,
+        typer.Option(
+            "--motion",
+            help="A head-motion CSV for the one input (frame,scale,rotation_deg,tx,ty per frame; prepare "
+            "writes motion.csv in each clip folder, which is used by default).",
+        ),
+    ] = None,
+    no_motion: Annotated[
+        bool,
+        typer.Option(
+            "--no-motion",
+            help="Keep the head where the identity image has it, even when its motion is known.",
         ),
     ] = False,
     weights_dir: Annotated[
@@ -213,7 +229,8 @@ def enhance(
     from facenhance_cli.errors import InputError
     from facenhance_cli.weights import find_model
 
-    jobs = _planned_jobs(low, identity, output, pairs, lossless, shard, compare, save_frames, batch_videos)
+    jobs = _planned_jobs(low, identity, output, pairs, motion, lossless, shard, batch_videos)
+    _check_outputs_and_motion(jobs, compare, save_frames, no_motion)
     device_name = resolve_device(device)
     auto_backend = "torch" if compile_ and backend.value == "auto" else backend.value
     backend_name = resolve_backend(auto_backend, device_name)
@@ -238,6 +255,7 @@ def enhance(
         compare=compare,
         overwrite=overwrite,
         prepare_input=prepare_input,
+        no_motion=no_motion,
         strict=strict,
         weights_dir=weights_dir,
     )
@@ -269,22 +287,28 @@ def _planned_jobs(
     identity: Path | None,
     output: Path | None,
     pairs: Path | None,
+    motion: Path | None,
     lossless: bool,
     shard: str | None,
-    compare: bool,
-    save_frames: bool,
     batch_videos: int | None,
 ) -> list:
-    """This shard's jobs, checked before the model loads: inputs safe and readable, outputs writable."""
-    from facenhance_cli.enhance import check_jobs, parse_shard, plan_jobs, take_shard
+    """This shard's jobs from the inputs and flags."""
+    from facenhance_cli.enhance import parse_shard, plan_jobs, take_shard
     from facenhance_cli.errors import UsageError
 
     if batch_videos is not None and batch_videos < 1:
         raise UsageError("--batch-videos must be at least 1")
-    jobs = plan_jobs(list(low or []), identity, output, pairs, lossless)
-    jobs = take_shard(jobs, *parse_shard(shard))
+    jobs = plan_jobs(list(low or []), identity, output, pairs, lossless, motion)
+    return take_shard(jobs, *parse_shard(shard))
+
+
+def _check_outputs_and_motion(jobs: list, compare: bool, save_frames: bool, no_motion: bool) -> None:
+    """Before the model loads: inputs safe and readable, outputs writable, motion files right."""
+    from facenhance_cli.enhance import check_jobs
+    from facenhance_cli.enhance.motion import check_motion_files
+
     check_jobs(jobs, compare, save_frames)
-    return jobs
+    check_motion_files(jobs, no_motion)
 
 
 def _default_batch_videos(config, device: str) -> int:
@@ -325,14 +349,21 @@ def _print_results(
     frames = sum(r.frames for r in done)
     seconds = wall_seconds
     warned = f", {n_warnings} warning{'s' if n_warnings != 1 else ''}" if n_warnings else ""
+    moved = [r for r in done if r.moved]
+    if talk and not one:
+        for r in moved:
+            typer.echo(f"moved: {r.job.output} (the head follows its motion)", err=True)
     if one:
         if done:
-            typer.echo(f"wrote {done[0].job.output} ({frames} frames, {seconds:.1f} s{warned})", err=True)
+            head = ", head moved" if moved else ""
+            typer.echo(
+                f"wrote {done[0].job.output} ({frames} frames, {seconds:.1f} s{head}{warned})", err=True
+            )
     else:  # the one line a batch script reads: every video is counted once
         where = f" -> {output}" if output is not None else ""
         typer.echo(
-            f"{len(done)} enhanced, {len(skipped)} skipped, {n_warnings} warnings, {len(failed)} failed "
-            f"({frames} frames in {seconds:.1f} s){where}",
+            f"{len(done)} enhanced, {len(skipped)} skipped, {n_warnings} warnings, {len(failed)} failed, "
+            f"{len(moved)} moved ({frames} frames in {seconds:.1f} s){where}",
             err=True,
         )
     if failed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ class EnhanceJob:
     low: Path
     identity: Path
     output: Path
+    motion: Path | None = None  # a head-motion CSV (--motion, or the pairs file's motion column)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class EnhanceOptions:
     compare: bool = False
     overwrite: bool = False
     prepare_input: bool = False
+    no_motion: bool = False  # keep the head where the identity image has it, even when its motion is known
     strict: bool = False  # a video with a warning fails (nothing written) instead of being enhanced
     weights_dir: Path | None = (
         None  # third-party weights (face detection, landmarks) for identity / --prepare-input
@@ -65,6 +68,7 @@ class JobResult:
     seconds: float = 0.0
     message: str = ""
     warnings: list[str] = field(default_factory=list)  # the output exists but is likely not what was meant
+    moved: bool = False  # the head followed a known motion
 
 
 def output_suffix(lossless: bool) -> str:
@@ -78,12 +82,27 @@ def plan_jobs(
     output: Path | None,
     pairs_csv: Path | None,
     lossless: bool,
+    motion_file: Path | None = None,
 ) -> list[EnhanceJob]:
     """Jobs from the command line: one input and a video-file output, or many inputs into a folder, or a CSV.
 
     `prepare`'s own layout is an input too: a clip folder (or its low.mkv) brings its identity.png and
     names its output by the clip id; the prepared root (manifest.jsonl) stands for all its clips.
+    `motion_file` (--motion) is one video's head motion.
     """
+    jobs = _planned(lows, identity, output, pairs_csv, lossless)
+    if motion_file is None:
+        return jobs
+    if len(jobs) != 1:
+        raise UsageError(
+            f"--motion FILE is one video's head motion, not {len(jobs)}'s: use a motion column in --pairs"
+        )
+    return [dataclasses.replace(jobs[0], motion=motion_file)]
+
+
+def _planned(
+    lows: list[Path], identity: Path | None, output: Path | None, pairs_csv: Path | None, lossless: bool
+) -> list[EnhanceJob]:
     suffix = output_suffix(lossless)
     if pairs_csv is not None:
         if lows:
@@ -176,7 +195,8 @@ def read_pairs(path: Path, output_dir: Path | None, suffix: str, lossless: bool 
             output = (base / out) if out else output_dir / f"{Path(row['low']).stem}{suffix}"  # type: ignore[operator]
             if out:
                 check_output_name(output, lossless)
-            jobs.append(EnhanceJob(base / row["low"], base / row["identity"], output))
+            motion = base / row["motion"] if (row.get("motion") or "").strip() else None
+            jobs.append(EnhanceJob(base / row["low"], base / row["identity"], output, motion))
     if not jobs:
         raise UsageError(f"{path} lists no videos")
     return check_distinct_outputs(jobs)
@@ -197,7 +217,9 @@ def check_jobs(jobs: list[EnhanceJob], compare: bool = False, save_frames: bool 
     input is there and readable, every output folder takes a file. Every flag, every job: inputs are never lost."""
     from facenhance_cli.fileio import check_readable, check_writable, refuse_inputs_as_outputs
 
-    inputs = list(dict.fromkeys(p for job in jobs for p in (job.low, job.identity)))
+    inputs = list(
+        dict.fromkeys(p for job in jobs for p in (job.low, job.identity, job.motion) if p is not None)
+    )
     outputs = [job.output for job in jobs]
     if compare:
         outputs += [compare_path(job.output) for job in jobs]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facenhance_cli.config import FacenhanceConfig
+from facenhance_cli.enhance.motion import JobMotion
 from facenhance_cli.enhance.planning import (
     PREPARED_LOW,
     EnhanceJob,
@@ -181,6 +182,7 @@ class OpenVideo:
     n_frames: int  # from the container header (0 when unknown)
     expected: int = 0  # frames a prepared clip's meta.json lists (0 when not a prepared clip)
     strict: bool = False  # a warning found at the end (too few frames) fails the video
+    motion: JobMotion | None = None  # the head follows it when known
     started: float = field(default_factory=time.perf_counter)
     n: int = 0
     ahead: list[np.ndarray] = field(default_factory=list)  # low frames read past frame n (upcoming)
@@ -200,6 +202,8 @@ class OpenVideo:
         from facenhance_cli.video import write_image
 
         assert self.low is not None
+        if self.motion is not None:  # drawn at the identity's pose; written where the head is
+            frame = self.motion.move(frame, self.n)
         self.writers[0].write(frame)
         if len(self.writers) > 1:
             import cv2
@@ -229,7 +233,9 @@ class OpenVideo:
             error = error or exc
         seconds = time.perf_counter() - self.started
         if error is None:
-            return JobResult(self.job, "done", self.n, seconds, warnings=self.warnings)
+            return JobResult(
+                self.job, "done", self.n, seconds, warnings=self.warnings, moved=self.motion is not None
+            )
         return JobResult(self.job, "failed", self.n, seconds, one_line(error))
 
     def abort(self, error: BaseException) -> None:
@@ -268,6 +274,7 @@ def open_video(
             warnings.append(warning)
         warnings += low_video_warnings(job.low, info.n_frames, first, options.prepare_input)
         paste_matrix = locate_face(job, identity_image, first, config, warnings)
+        motion = job_motion(job, identity_image, info.n_frames, options, warnings)
         if options.strict and warnings:
             raise InputError(f"{warnings[0]} (--strict)")
         frames_dir = None
@@ -281,7 +288,33 @@ def open_video(
             compare = VideoWriter(compare_path(job.output), info.fps, lossless=options.lossless)
             writers.append(stack.enter_context(compare))
         parts = (frames, writers, frames_dir, identity_image, first, paste_matrix, warnings, info.n_frames)
-        return OpenVideo(job, stack.pop_all(), *parts, expected_frames(job.low), options.strict)
+        return OpenVideo(job, stack.pop_all(), *parts, expected_frames(job.low), options.strict, motion)
+
+
+def job_motion(
+    job: EnhanceJob, identity_image: np.ndarray, n_frames: int, options: EnhanceOptions, warnings: list[str]
+) -> JobMotion | None:
+    """The job's head motion and the identity's head layer when the motion is known and moves the head
+    (`enhance.motion`); a warning when a prepared clip has none or the identity image has no face."""
+    from facenhance_cli.enhance import motion as sources
+    from facenhance_cli.motion import head_layer
+
+    path = sources.motion_file_for(job.low, job.motion, options.no_motion)
+    motion = sources.check_motion_file(path, n_frames) if path is not None else None
+    if motion is None and options.prepare_input and not options.no_motion:
+        motion = sources.real_video_motion(job.low, identity_image.shape[0], options.weights_dir)
+    if motion is None:
+        if not options.no_motion and sources.prepared_without_motion(job.low):
+            warnings.append(f"{display_name(job.low)}: no motion.csv (prepared before head motion was measured): "
+                            "the head stays where the identity image has it; prepare it again to follow it")  # fmt: skip
+        return None
+    if not motion.moves():
+        return None
+    points = sources.identity_landmarks(job.low, identity_image, options.weights_dir)
+    if points is None:
+        warnings.append(f"{job.identity.name}: no face found to move with the head motion: the head stays")
+        return None
+    return sources.JobMotion(motion, head_layer(identity_image, points))
 
 
 def locate_face(

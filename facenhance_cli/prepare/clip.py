@@ -24,6 +24,7 @@ from facenhance_cli.errors import (
     raise_if_interrupted,
 )
 from facenhance_cli.fileio import write_text
+from facenhance_cli.motion import MOTION_FILE, estimate_motion, motion_csv_text
 from facenhance_cli.prepare.inputs import ClipSource, parse_segment, resample_indices
 from facenhance_cli.prepare.options import FORMAT_VERSION, META, TMP_PREFIX, ClipResult, PrepareOptions
 from facenhance_cli.provenance import versions
@@ -215,6 +216,10 @@ def _make_clip(
         notes.append("crop reaches outside the frame: edges replicated")
     tmp.mkdir(parents=True)
     _write_clip(tmp, high, low, Fraction(where["fps_out"]).limit_denominator(100000), options.preview)
+    landmarks_high = faces.box_to_crop(landmarks, box, options.size)
+    write_text(
+        tmp / MOTION_FILE, motion_csv_text(estimate_motion(high[0], high, landmarks_high, landmarks_high[0]))
+    )
     raw = [None if not ok else _round(r) for ok, r in zip(track.found, track.raw, strict=True)]
     return {
         "n_frames": len(frames),
@@ -231,7 +236,8 @@ def _make_clip(
         "crop_box": box.as_list(),
         "landmarks_source": _round(landmarks),
         "landmarks_source_raw": raw,
-        "landmarks_high": _round(faces.box_to_crop(landmarks, box, options.size)),
+        "landmarks_high": _round(landmarks_high),
+        "motion": MOTION_FILE,  # the head's motion relative to frame 0 (the identity image), per frame
         "landmarks_low": _round(np.stack([a.landmarks for a in aligned])),
         "low_transforms": [_round(a.matrix, 5) for a in aligned],
         "notes": notes,

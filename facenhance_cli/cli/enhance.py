@@ -226,8 +226,6 @@ def enhance(
     from facenhance_cli.checkpoint import load_for_inference
     from facenhance_cli.cli.common import resolve_device
     from facenhance_cli.enhance import EnhanceOptions, check_run_flags
-    from facenhance_cli.errors import InputError
-    from facenhance_cli.weights import find_model
 
     jobs = _planned_jobs(low, identity, output, pairs, motion, lossless, shard, batch_videos)
     _check_outputs_and_motion(jobs, compare, save_frames, no_motion)
@@ -260,13 +258,7 @@ def enhance(
         weights_dir=weights_dir,
     )
     check_run_flags(options)  # before the model loads
-    model_warnings: list[str] = []  # a --models-dir or FACENHANCE_MODELS folder that is not there
-    model_path = find_model(model, models_dir, model_warnings.append)
-    for line in model_warnings:
-        typer.echo(f"warning: {line}", err=True)
-    if strict and model_warnings:
-        raise InputError(f"{model_warnings[0]} (--strict)")
-    loaded = load_for_inference(model_path, device_name)
+    loaded = load_for_inference(_model_path(model, models_dir, strict), device_name)
     if batch_videos is None:
         options.batch_videos = _default_batch_videos(loaded.config, device_name)
     show_progress = is_terminal() and not quiet
@@ -280,6 +272,20 @@ def enhance(
         notes.insert(1, thread_plan.note)
     talk = (verbose or is_terminal()) and not quiet
     _print_results(results, notes, len(jobs), output, talk, wall_seconds)
+
+
+def _model_path(model: str | None, models_dir: Path | None, strict: bool) -> Path:
+    """The model file, with a warning for a --models-dir or FACENHANCE_MODELS folder that is not there."""
+    from facenhance_cli.errors import InputError
+    from facenhance_cli.weights import find_model
+
+    model_warnings: list[str] = []
+    path = find_model(model, models_dir, model_warnings.append)
+    for line in model_warnings:
+        typer.echo(f"warning: {line}", err=True)
+    if strict and model_warnings:
+        raise InputError(f"{model_warnings[0]} (--strict)")
+    return path
 
 
 def _planned_jobs(

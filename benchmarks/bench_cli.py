@@ -68,7 +68,10 @@ def workloads(args: argparse.Namespace, folder: Path) -> dict[str, tuple[list[st
         truths.append((Path(f"{clip.name}.mkv"), clip / "high.mkv"))
     (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
     batch = ([f"--pairs={folder / 'pairs.csv'}"], truths)
-    return {"quick start (1 video x 32 frames)": quick, f"{len(truths)} videos x {args.frames} frames": batch}
+    loads = {"quick start (1 video x 32 frames)": quick}
+    if truths:  # --videos 0: the quick start alone
+        loads[f"{len(truths)} videos x {args.frames} frames"] = batch
+    return loads
 
 
 def run_command(variant: str, inputs: list[str], out: Path, threads: int) -> tuple[float, float, float]:

@@ -247,8 +247,10 @@ class HeadLayer:
             frame, move, (size, size), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REPLICATE
         )
         alpha = cv2.warpAffine(self.mask, move, (size, size), flags=cv2.INTER_LINEAR)[..., None]
-        background = np.where(self.region[..., None], self.plate, frame)
-        out = background.astype(np.float32) * (1 - alpha) + head.astype(np.float32) * alpha
+        # The plate only where the head was: around it the frame's own background stays.
+        was = self.mask[..., None]
+        background = frame.astype(np.float32) * (1 - was) + self.plate.astype(np.float32) * was
+        out = background * (1 - alpha) + head.astype(np.float32) * alpha
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 

@@ -108,3 +108,52 @@ def test_a_prepared_clip_without_motion_warns_and_fails_under_strict(moving_clip
     assert (
         strict.exit_code == 1 and "no motion.csv" in strict.output and not (tmp_path / "strict.mkv").exists()
     )
+
+
+def test_eval_scores_the_paste_moved_by_the_clips_motion_and_aligns_the_truth_with_it(tmp_path):
+    """A prepared clip whose head moves right: the paste+motion baseline follows it (closer to the raw
+    truth than the paste), and --align-truth moves the truth back (the paste closer to it than to the raw)."""
+    from test_align_truth import scene
+
+    from facenhance_cli.video import write_image, write_video
+
+    shifts = [(0.0, 0.0), (3.0, 0.0), (6.0, 1.0), (9.0, 2.0)]
+    frames, points = zip(*(scene(s) for s in shifts), strict=True)
+    gt = np.stack(frames)
+    mask = np.zeros((64, 64), np.uint8)
+    cv2.ellipse(mask, (32, 30), (16, 21), 0, 0, 360, 1, -1)
+    aligned_face = cv2.resize(gt[0], (64, 64), interpolation=cv2.INTER_AREA) * mask[..., None]
+    low = np.stack([aligned_face] * len(gt))  # prepare's low frames are aligned: no head motion in them
+    clip = tmp_path / "data" / "s00_clip"
+    clip.mkdir(parents=True)
+    write_video(clip / "high.mkv", gt, 25, lossless=True)
+    write_video(clip / "low.mkv", low, 25, lossless=True)
+    write_image(clip / "identity.png", gt[0])
+    (clip / "meta.json").write_text(
+        json.dumps({"clip_id": "s00_clip", "size": 192, "landmarks_high": [p.tolist() for p in points]})
+    )
+    rows = "".join(f"{n},1,0,{dx / 192},{dy / 192}\n" for n, (dx, dy) in enumerate(shifts))
+    (clip / "motion.csv").write_text("frame,scale,rotation_deg,tx,ty\n" + rows)
+    (tmp_path / "data" / "manifest.jsonl").write_text(
+        json.dumps({"clip_id": "s00_clip", "split": "test", "status": "ok"}) + "\n"
+    )
+    reports = {}
+    for name, extra in (("raw", []), ("aligned", ["--align-truth"])):
+        out = tmp_path / f"{name}.json"
+        args = ["eval", clip / "high.mkv", "--gt", clip / "high.mkv", "--identity", clip / "identity.png"]
+        args += [
+            "--low",
+            clip / "low.mkv",
+            "--metrics",
+            "psnr",
+            "--baseline",
+            "paste,paste+motion",
+            "--no-cache",
+        ]
+        result = run(*args, *extra, "--json", out)
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads(out.read_text())
+    raw, aligned = reports["raw"]["baselines"], reports["aligned"]["baselines"]
+    assert raw["paste+motion"]["psnr_unseen"] > raw["paste"]["psnr_unseen"] + 3
+    assert aligned["paste"]["psnr_unseen"] > raw["paste"]["psnr_unseen"] + 3
+    assert reports["aligned"]["settings"]["truth_aligned"]["moved_frames"] == 3

@@ -293,7 +293,10 @@ def test_full_metrics_baselines_cache_csv_and_sheet(dataset: Path, tmp_path: Pat
     text = ev.report_csv_text(r)
     lines = text.strip().splitlines()
     assert lines[0].split(",") == list(ev.CSV_COLUMNS)
-    assert len(lines) == 1 + 2 * 5 + 2 * 5  # header, 2 videos x 5 methods, mean and std per method
+    n_methods = 1 + len(ev.BASELINES)  # the method and every baseline
+    assert (
+        len(lines) == 1 + 2 * n_methods + 2 * n_methods
+    )  # header, 2 videos x methods, mean and std per method
     ev.write_report_csv(tmp_path / "r.csv", r)
     assert (tmp_path / "r.csv").read_text() == text
 
@@ -301,7 +304,7 @@ def test_full_metrics_baselines_cache_csv_and_sheet(dataset: Path, tmp_path: Pat
 
     ev.write_contact_sheet(tmp_path / "sheet.png", result)
     sheet = read_image(tmp_path / "sheet.png")
-    rows = 7  # low, output, ground truth, identity, bicubic, paste, detail
+    rows = 8  # low, output, ground truth, identity, bicubic, paste, detail, paste+motion
     assert sheet.shape == (2 * (ev.SHEET_HEADER + rows * 192), ev.SHEET_LABEL_WIDTH + 3 * 192, 3)
 
 

@@ -248,7 +248,9 @@ class HeadLayer:
         )
         alpha = cv2.warpAffine(self.mask, move, (size, size), flags=cv2.INTER_LINEAR)[..., None]
         # Where the move samples outside the drawn frame there is no head to show: the background stays.
-        covered = cv2.warpAffine(np.ones((size, size), np.float32), move, (size, size), flags=cv2.INTER_LINEAR)
+        covered = cv2.warpAffine(
+            np.ones((size, size), np.float32), move, (size, size), flags=cv2.INTER_LINEAR
+        )
         alpha = alpha * covered[..., None]
         # The plate only where the head was: around it the frame's own background stays.
         was = self.mask[..., None]

@@ -56,9 +56,9 @@ class HeadMotion:
         shift = centre + size * np.array([tx, ty]) - rotation @ centre
         return np.concatenate([rotation, shift[:, None]], axis=1)
 
-    def moves(self) -> bool:
-        """True when some frame's head is not where the identity image has it."""
-        return any(not is_still(self.matrix(n, 192), 192) for n in range(len(self)))
+    def moves(self, size: int) -> bool:
+        """True when some frame's head, at `size` px, is not where the identity image has it."""
+        return any(not is_still(self.matrix(n, size), size) for n in range(len(self)))
 
 
 def is_still(move: np.ndarray, size: int) -> bool:

@@ -37,7 +37,7 @@ def test_a_motion_round_trips_through_its_csv_and_its_matrices(tmp_path):
     path = tmp_path / "motion.csv"
     path.write_text(motion_csv_text(motion))
     assert np.allclose(read_motion(path, 3).params, params, atol=1e-5)
-    assert motion.moves() and not HeadMotion(params[:1]).moves()
+    assert motion.moves(192) and not HeadMotion(params[:1]).moves(192)
 
 
 def test_the_head_moves_and_pixels_it_never_reaches_stay_the_identity_images():

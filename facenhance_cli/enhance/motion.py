@@ -8,6 +8,7 @@ the identity image has it, as before.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,16 +89,26 @@ def identity_landmarks(low: Path, identity: np.ndarray, weights_dir: Path | None
     return track.landmarks[0] if bool(track.found[0]) else None
 
 
+@functools.lru_cache(maxsize=1)
+def tracked_video(path: Path, weights_dir: Path | None) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """A real video's (H, W, 3) uint8 frames and their (F, 68, 2) tracked landmarks, decoded and tracked
+    once per job: its aligned low frames and its head motion both come from them."""
+    from facenhance_cli import faces
+    from facenhance_cli.video import iter_frames
+
+    frames = list(iter_frames(path))
+    landmarks = faces.track_landmarks(frames, faces.default_detector(weights_dir=weights_dir)).landmarks
+    return tuple(frames), landmarks
+
+
 def real_video_motion(path: Path, size: int, weights_dir: Path | None) -> HeadMotion:
     """The head motion of a real video (--prepare-input) relative to its first frame, at `size` px: its
     faces tracked and cut with `prepare`'s steady crop (one box for the clip) and registered as `prepare`
     registers them (`motion.estimate_motion`)."""
     from facenhance_cli import faces
     from facenhance_cli.motion import estimate_motion
-    from facenhance_cli.video import iter_frames
 
-    frames = list(iter_frames(path))
-    landmarks = faces.track_landmarks(frames, faces.default_detector(weights_dir=weights_dir)).landmarks
+    frames, landmarks = tracked_video(path, weights_dir)
     box = faces.steady_crop_box(landmarks, frames[0].shape[:2])
     high = np.stack([faces.crop_resize(f, box, size) for f in frames])
     points = faces.box_to_crop(landmarks, box, size)

@@ -73,10 +73,9 @@ def low_frame_stream(
 def prepared_low_frames(path: Path, low_size: int, weights_dir: Path | None = None) -> list[np.ndarray]:
     """A real (not black-background) video -> OpenFace-style aligned faces on black, as `prepare` makes them."""
     from facenhance_cli import faces
-    from facenhance_cli.video import iter_frames
+    from facenhance_cli.enhance.motion import tracked_video
 
-    frames = list(iter_frames(path))
-    landmarks = faces.track_landmarks(frames, faces.default_detector(weights_dir=weights_dir)).landmarks
+    frames, landmarks = tracked_video(path, weights_dir)
     template = faces.alignment_template(weights_dir)
     return [
         faces.align_face(f, lm, template, low_size).image for f, lm in zip(frames, landmarks, strict=True)
@@ -308,7 +307,7 @@ def job_motion(
             warnings.append(f"{display_name(job.low)}: no motion.csv (prepared before head motion was measured): "
                             "the head stays where the identity image has it; prepare it again to follow it")  # fmt: skip
         return None
-    if not motion.moves():
+    if not motion.moves(identity_image.shape[0]):
         return None
     points = sources.identity_landmarks(job.low, identity_image, options.weights_dir)
     if points is None:

@@ -29,6 +29,9 @@ Optimizer = Literal["adam", "adamw"]
 # i.e. of PSNR, not of MSE: a near-static clip counts as much as a moving one).
 LossScale = Literal["mse", "relative"]
 Precision = Literal["fp32", "bf16", "fp16"]  # bf16 autocast runs on the CPU too; fp16 needs CUDA
+# denoise: Algorithm 1 (the truth at a random noise level). distill: reproduce a teacher model's samples with
+# this config's own sampler (fewer steps), `train --teacher` (training/distill.py).
+Objective = Literal["denoise", "distill"]
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ class TrainingConfig:
     # sample's error is divided by its base's own (`diffusion.losses.edm_loss`), which weighs every sample
     # as mean per-frame PSNR does.
     loss_scale: LossScale = "mse"
+    objective: Objective = "denoise"
     checkpoint_every: int = 5000
     validate_every: int = 5000
     sample_every: int = 5000

@@ -47,6 +47,15 @@ def train(
             "--preset/--config, its config: fine-tuning. A RUN that holds last.pt resumes instead.",
         ),
     ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Distil this model (a file, run folder or model name): train a student to reproduce its "
+            "samples in fewer steps (sampling.steps, 1 unless --set). Without --init/--preset/--config the "
+            "student starts as the teacher. Give it again to resume.",
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -86,19 +95,21 @@ def train(
     from facenhance_cli.errors import UsageError
     from facenhance_cli.training import TrainOptions
     from facenhance_cli.training import train as run_training
+    from facenhance_cli.training.distill import teacher_from
 
     if preset and config_file:
         raise UsageError("give --preset or --config, not both")
     explicit = bool(preset or config_file or set_)
-    # --init starts a new run only: a folder that holds last.pt resumes from it, without reading the init
-    # model (which may be gone by then); the run's own config stands in for the init model's.
     resuming = (output / "last.pt").is_file()
-    init_model = _load_init(init) if init and not resuming else None
-    if init and not (preset or config_file):
+    teacher_model = _load_init(teacher) if teacher else None  # read on every resume: each step samples it
+    init_model = _init_model(init, teacher, teacher_model, bool(preset or config_file), resuming)
+    if (init or teacher) and not (preset or config_file):
         config = init_model.config if init_model is not None else _run_config(output / "last.pt")
     else:
         config = load_config_file(config_file) if config_file else load_preset(preset or "small")
     overrides = dict(parse_set_option(item) for item in set_ or [])
+    if teacher and not resuming:
+        overrides = {"training.objective": "distill", "sampling.steps": 1, **overrides}
     training_overrides = {}
     for key, value in (("max_steps", max_steps), ("batch_size", batch_size), ("lr", lr), ("seed", seed)):
         if value is not None:
@@ -120,6 +131,7 @@ def train(
         overrides={k: v for k, v in training_overrides.items() if k == "training.max_steps"},
         init_state=init_model.network.state_dict() if init_model is not None else None,
         init_source=str(init_model.path) if init_model is not None else "",
+        teacher=teacher_from(teacher_model) if teacher_model is not None else None,
     )
     if quiet:
         summary = run_training(options)
@@ -132,6 +144,18 @@ def train(
             f"model: {summary['final']}",
             err=True,
         )
+
+
+def _init_model(init: str | None, teacher: str | None, teacher_model, configured: bool, resuming: bool):
+    """The model a new run starts from: --init, else (no --preset/--config) the teacher; None to resume.
+
+    --init starts a new run only: a folder that holds last.pt resumes from it without reading the init model
+    (which may be gone by then); the run's own config stands in for the init model's."""
+    if resuming:
+        return None
+    if init:
+        return _load_init(init)
+    return teacher_model if teacher and not configured else None
 
 
 def _run_config(last: Path):

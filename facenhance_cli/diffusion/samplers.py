@@ -13,7 +13,7 @@ from typing import TypedDict
 import numpy as np
 import torch
 
-from facenhance_cli.config import Spacing
+from facenhance_cli.config import SamplingConfig, Spacing
 from facenhance_cli.diffusion.denoiser import Cond, Denoiser
 from facenhance_cli.diffusion.noise import randn_per_sample
 from facenhance_cli.diffusion.schedule import Schedule
@@ -169,3 +169,15 @@ def get_sampler(name: str) -> Sampler:
         return SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown sampler {name!r} (available: {', '.join(SAMPLERS)})") from None
+
+
+def options_for(sampling: SamplingConfig) -> SamplerOptions:
+    """The keyword options `sampling.sampler` takes from a sampling config (ddpm: none; it runs all T steps)."""
+    if sampling.sampler != "ddim":
+        return {}
+    return {
+        "steps": sampling.steps,
+        "eta": sampling.eta,
+        "strength": sampling.strength,
+        "spacing": sampling.spacing,
+    }

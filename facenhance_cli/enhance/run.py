@@ -17,7 +17,7 @@ import torch
 from facenhance_cli.checkpoint import LoadedModel
 from facenhance_cli.config import FacenhanceConfig
 from facenhance_cli.diffusion.recurrent import RecurrentSampler
-from facenhance_cli.diffusion.samplers import Progress, SamplerOptions
+from facenhance_cli.diffusion.samplers import Progress
 from facenhance_cli.enhance.planning import EnhanceJob, EnhanceOptions, JobResult, check_run_flags
 from facenhance_cli.enhance.videos import OpenVideo, load_identity, open_video
 from facenhance_cli.errors import UsageError, one_line, raise_if_interrupted, stop_if_signalled
@@ -73,7 +73,7 @@ def enhance_videos(
 def make_sampler(model: LoadedModel, options: EnhanceOptions) -> RecurrentSampler:
     """The run's Algorithm 3: the checkpoint's sampling settings with the command line's on top."""
     from facenhance_cli.diffusion.denoiser import make_denoiser
-    from facenhance_cli.diffusion.samplers import get_sampler
+    from facenhance_cli.diffusion.samplers import get_sampler, options_for
     from facenhance_cli.diffusion.schedule import make_schedule
 
     config = model.config
@@ -93,20 +93,12 @@ def make_sampler(model: LoadedModel, options: EnhanceOptions) -> RecurrentSample
     ).sampling
     network, autocast = _forward_pass(model, options)
     schedule = make_schedule(config.diffusion)
-    sampler_options: SamplerOptions = {}
-    if sampling.sampler == "ddim":
-        sampler_options = {
-            "steps": sampling.steps,
-            "eta": sampling.eta,
-            "strength": sampling.strength,
-            "spacing": sampling.spacing,
-        }
     return RecurrentSampler(
         make_denoiser(network, config, schedule, autocast),
         get_sampler(sampling.sampler),
         schedule,
         config.conditioning,
-        sampler_options,
+        options_for(sampling),
         sampling.shared_noise,
         reads_prev_frame=config.unet.use_prev_frame,
     )

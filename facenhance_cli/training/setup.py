@@ -16,6 +16,7 @@ from facenhance_cli import __version__
 from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint
 from facenhance_cli.config import FacenhanceConfig, Precision
 from facenhance_cli.errors import FacenhanceError, UsageError
+from facenhance_cli.training.distill import Teacher
 from facenhance_cli.training.logs import LogRecord
 
 # Keys that may change when a run is resumed (how long and how often), unlike the model and optimisation.
@@ -45,6 +46,7 @@ class TrainOptions:
     overrides: dict[str, object] = field(default_factory=dict)  # dotted training.* keys applied on resume
     init_state: dict[str, torch.Tensor] | None = None  # --init: a new run starts from these weights
     init_source: str = ""  # where init_state came from, for messages
+    teacher: Teacher | None = None  # --teacher: the model a distillation run (training.objective) reproduces
 
 
 @dataclass
@@ -174,8 +176,8 @@ def autocast_dtype(precision: Precision, device: str) -> torch.dtype | None:
 def run_meta(
     step: int, options: TrainOptions, device: str, train_clips: int, train_frames: int, world_size: int
 ) -> dict[str, int | str]:
-    """What a checkpoint records about the run that made it."""
-    return {
+    """What a checkpoint records about the run that made it (and the teacher of a distilled student)."""
+    meta: dict[str, int | str] = {
         "step": step,
         "trained_on": str(options.data_dir),
         "train_clips": train_clips,
@@ -187,3 +189,9 @@ def run_meta(
         "facenhance_version": __version__,
         "torch_version": str(torch.__version__),
     }
+    if options.teacher is not None:
+        teacher = options.teacher.config.sampling
+        meta["distilled_from"] = (
+            f"{options.teacher.source} ({teacher.sampler} {teacher.steps} {teacher.spacing})"
+        )
+    return meta

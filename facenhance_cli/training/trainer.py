@@ -28,6 +28,7 @@ from facenhance_cli.errors import FacenhanceError, InputError, UsageError
 from facenhance_cli.fileio import write_text
 from facenhance_cli.nn.unet import build_network
 from facenhance_cli.training import logs
+from facenhance_cli.training.distill import Teacher, check_teacher, distill_loss, sample_x0
 from facenhance_cli.training.setup import (
     ResumeCheckpoint,
     TrainingInterrupted,
@@ -38,7 +39,7 @@ from facenhance_cli.training.setup import (
     resume_payload,
     run_meta,
 )
-from facenhance_cli.training.step import draw_batch, training_loss, update_ema
+from facenhance_cli.training.step import Batch, draw_batch, sample_generator, training_loss, update_ema
 from facenhance_cli.training.validation import sample_grid, validation_loss
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ class Trainer:
         elif options.init_state is not None:
             self._initialise(options.init_state, options.init_source)
         self.forward = self._forward(options.compile)
+        self.teacher = self._teacher(options.teacher)
 
     def _forward(self, compile_network: bool) -> NetworkForward:
         """The network as the step calls it: wrapped for DDP under torchrun, compiled with --compile."""
@@ -117,6 +119,21 @@ class Trainer:
             device_ids = [self.dist.local_rank] if self.device.startswith("cuda") else None
             model = DistributedDataParallel(self.network, device_ids=device_ids)
         return torch.compile(model) if compile_network else model
+
+    def _teacher(self, teacher: Teacher | None) -> Teacher | None:
+        """A distillation run's teacher, checked against the run and moved to its device."""
+        distilling = self.tc.objective == "distill"
+        if distilling and teacher is None:
+            raise UsageError(f"{self.run_dir} distils a teacher model: give --teacher MODEL")
+        if teacher is None:
+            return None
+        if not distilling:
+            raise UsageError(
+                f"{self.run_dir} holds a run that was not started as a distillation: drop --teacher"
+            )
+        check_teacher(teacher, self.config)
+        teacher.network.to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return teacher
 
     def _load_data(self) -> tuple[FrameDataset, FrameDataset | None]:
         """The train split (and the test split, for validation) as FrameDatasets for this model."""
@@ -176,15 +193,10 @@ class Trainer:
         batch = draw_batch(
             self.train_data, self.tc, self.schedule.num_timesteps, self.step, ranks, self.device
         )
-        x_t = q_sample(self.schedule, batch.x0, batch.t, batch.eps)
-        cond = add_prev_noise(batch.cond, self.config.conditioning.prev_noise_std, batch.z)
         lr = self._lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        device_type = self.device.split(":")[0]
-        with torch.autocast(device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            output = model_output(self.forward, self.config, self.schedule, x_t, batch.t, cond)
-        loss = training_loss(self.config, self.schedule, output.float(), x_t, batch)
+        loss = self._loss(batch, ranks)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -201,6 +213,31 @@ class Trainer:
         update_ema(self.ema, self.network, self.tc, self.step)
         self.step += 1
         return StepStats(self._mean_over_ranks(loss.detach()), lr, grad_norm.detach())
+
+    def _loss(self, batch: Batch, ranks: range) -> torch.Tensor:
+        """The step's loss: Algorithm 1 on the truth, or (distillation) the teacher's sample from x_T = eps."""
+        cond = add_prev_noise(batch.cond, self.config.conditioning.prev_noise_std, batch.z)
+        if self.teacher is not None:
+            generators = [sample_generator(self.tc.seed, self.step, k) for k in ranks]
+            with torch.no_grad():
+                target = sample_x0(
+                    self.teacher.network,
+                    self.teacher.config,
+                    self.schedule,
+                    cond,
+                    batch.eps,
+                    generators,
+                    self.autocast_dtype,
+                )
+            output = sample_x0(
+                self.forward, self.config, self.schedule, cond, batch.eps, generators, self.autocast_dtype
+            )
+            return distill_loss(output, target, cond.edit_mask)
+        x_t = q_sample(self.schedule, batch.x0, batch.t, batch.eps)
+        device_type = self.device.split(":")[0]
+        with torch.autocast(device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            output = model_output(self.forward, self.config, self.schedule, x_t, batch.t, cond)
+        return training_loss(self.config, self.schedule, output.float(), x_t, batch)
 
     def _mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
         """A scalar averaged over the DDP processes (itself in a single process)."""
@@ -327,7 +364,7 @@ class Trainer:
     def _validate(self, step: int) -> None:
         if self.val_data is None:
             return
-        val = validation_loss(self.ema, self.config, self.schedule, self.val_data, self.device)
+        val = validation_loss(self.ema, self.config, self.schedule, self.val_data, self.device, self.teacher)
         logs.append_log(self.run_dir, {"step": step, "val_loss": val, "time": time.time()})
         if self.options.progress:
             self.options.progress({"step": step, "val_loss": val})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +14,21 @@ from facenhance_cli.config import FacenhanceConfig
 from facenhance_cli.data import FrameDataset, to_tensor, to_uint8
 from facenhance_cli.diffusion.precond import model_output
 from facenhance_cli.diffusion.schedule import Schedule, q_sample
+from facenhance_cli.training.distill import Teacher, distill_loss, sample_x0
 from facenhance_cli.training.step import Batch, sample_generator, training_loss
 
 VALIDATION_SAMPLES = 64
 VALIDATION_STEP_KEY = 2**40  # a "step" no training run reaches: validation noise never repeats training noise
 
 
-@torch.no_grad()
-def validation_loss(
-    ema: nn.Module, config: FacenhanceConfig, schedule: Schedule, data: FrameDataset, device: str
-) -> float:
-    """Mean loss of the EMA network on a fixed subset of `data` (the test split) with fixed t and noise."""
+def _validation_batches(
+    config: FacenhanceConfig, schedule: Schedule, data: FrameDataset, device: str
+) -> Iterator[Batch]:
+    """A fixed subset of `data` (the test split) in batches, with fixed t and noise."""
     tc = config.training
     n = min(VALIDATION_SAMPLES, len(data))
     positions = np.linspace(0, len(data) - 1, n).round().astype(int)
     size = config.unet.image_size
-    total = 0.0
     for start in range(0, n, tc.batch_size):
         chunk = positions[start : start + tc.batch_size]
         samples = [data.sample(int(p), flip=False) for p in chunk]
@@ -40,12 +40,37 @@ def validation_loss(
         eps = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(device)
         z = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(device)
         x0 = to_tensor([s.target for s in samples]).to(device)
-        batch = Batch(x0, collate([s.inputs for s in samples], device), t, eps, z)
-        cond = add_prev_noise(batch.cond, config.conditioning.prev_noise_std, z)
-        x_t = q_sample(schedule, x0, t, eps)
-        output = model_output(ema, config, schedule, x_t, t, cond)
-        total += float(training_loss(config, schedule, output, x_t, batch)) * len(chunk)
-    return total / n
+        yield Batch(x0, collate([s.inputs for s in samples], device), t, eps, z)
+
+
+@torch.no_grad()
+def validation_loss(
+    ema: nn.Module,
+    config: FacenhanceConfig,
+    schedule: Schedule,
+    data: FrameDataset,
+    device: str,
+    teacher: Teacher | None = None,
+) -> float:
+    """Mean loss of the EMA network on a fixed subset of `data`: Algorithm 1's, or with a teacher the
+    distillation loss (the student's sample against the teacher's from the same x_T)."""
+    total, count = 0.0, 0
+    for batch in _validation_batches(config, schedule, data, device):
+        cond = add_prev_noise(batch.cond, config.conditioning.prev_noise_std, batch.z)
+        if teacher is not None:
+            gens = [
+                torch.Generator().manual_seed(i) for i in range(len(batch.t))
+            ]  # unused: both samplers have eta 0
+            target = sample_x0(teacher.network, teacher.config, schedule, cond, batch.eps, gens, None)
+            output = sample_x0(ema, config, schedule, cond, batch.eps, gens, None)
+            loss = distill_loss(output, target, cond.edit_mask)
+        else:
+            x_t = q_sample(schedule, batch.x0, batch.t, batch.eps)
+            output = model_output(ema, config, schedule, x_t, batch.t, cond)
+            loss = training_loss(config, schedule, output, x_t, batch)
+        total += float(loss) * len(batch.t)
+        count += len(batch.t)
+    return total / count
 
 
 @torch.no_grad()
@@ -58,7 +83,7 @@ def sample_grid(
 
     from facenhance_cli.diffusion.denoiser import make_denoiser
     from facenhance_cli.diffusion.recurrent import generate_video
-    from facenhance_cli.diffusion.samplers import ddim
+    from facenhance_cli.diffusion.samplers import ddim, options_for
     from facenhance_cli.video import write_image
 
     ci, clip = 0, data.clip(0)
@@ -71,7 +96,8 @@ def sample_grid(
         conds,
         seeds=[config.training.seed],
         prev_noise=config.conditioning,
-        sampler_options={"steps": min(10, schedule.num_timesteps)},
+        # The model's own sampler, at most 10 steps (a distilled student's single step is what it was trained for).
+        sampler_options={**options_for(config.sampling), "steps": min(10, config.sampling.steps)},
     )
     size = config.unet.image_size
     rows = []

@@ -1,0 +1,107 @@
+"""`facenhance train --teacher`: a student that reproduces its teacher's samples in fewer steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import make_prepared_dataset
+from typer.testing import CliRunner
+
+from facenhance_cli.checkpoint import load_for_inference
+from facenhance_cli.cli import app
+from facenhance_cli.config import load_preset
+from facenhance_cli.errors import UsageError
+from facenhance_cli.training.distill import Teacher, check_teacher, distill_loss
+
+TINY = ["--preset", "tiny", "--set", "unet.image_size=32", "--set", "sampling.steps=4"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_prepared_dataset(tmp_path_factory.mktemp("prepared"), n_train=2, n_test=1, n_frames=4)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(data_dir, tmp_path_factory):
+    """A tiny 4-step teacher, trained a few steps."""
+    run = tmp_path_factory.mktemp("teacher")
+    result = run_cli("train", data_dir, "-o", run, *TINY, "--max-steps", 3, "--quiet")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def run_cli(*args):
+    return CliRunner().invoke(app, list(map(str, args)))
+
+
+def tiny(**overrides):
+    return load_preset("tiny").replace(**{"unet.image_size": 32, "sampling.steps": 4, **overrides})
+
+
+def test_a_student_starts_as_its_teacher_and_samples_in_one_step(data_dir, teacher_dir, tmp_path):
+    """--teacher alone: the student is the teacher's network and weights, objective distill, one step; the
+    checkpoint names its teacher; the same command resumes, and a resume without the teacher is refused."""
+    cmd = ["train", data_dir, "-o", tmp_path / "s", "--teacher", teacher_dir, "--quiet",
+           "--set", "training.log_every=1", "--set", "training.validate_every=2"]  # fmt: skip
+    result = run_cli(*cmd, "--max-steps", 2)
+    assert result.exit_code == 0, result.output
+    saved = torch.load(tmp_path / "s" / "last.pt", weights_only=True)
+    teacher = torch.load(teacher_dir / "final.pt", weights_only=True)
+    assert saved["config"]["training"]["objective"] == "distill"
+    assert saved["config"]["sampling"]["steps"] == 1
+    assert saved["config"]["unet"] == teacher["config"]["unet"]
+    assert str(teacher_dir) in saved["meta"]["distilled_from"] and "ddim 4" in saved["meta"]["distilled_from"]
+    log = [json.loads(line) for line in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r for r in log) and all(r.get("loss", 0) >= 0 for r in log)
+    assert load_for_inference(tmp_path / "s" / "final.pt").config.sampling.steps == 1
+    again = run_cli(*cmd, "--max-steps", 3)
+    assert again.exit_code == 0, again.output
+    assert torch.load(tmp_path / "s" / "last.pt", weights_only=True)["training"]["step"] == 3
+    orphan = run_cli("train", data_dir, "-o", tmp_path / "s", "--max-steps", 4, "--quiet")
+    assert orphan.exit_code == 2 and "give --teacher" in orphan.output
+    plain = run_cli("train", data_dir, "-o", tmp_path / "p", *TINY, "--max-steps", 1, "--quiet")
+    assert plain.exit_code == 0, plain.output
+    wrong = run_cli("train", data_dir, "-o", tmp_path / "p", "--teacher", teacher_dir, "--max-steps", 2, "-q")
+    assert wrong.exit_code == 2 and "not started as a distillation" in wrong.output
+
+
+def test_distillation_closes_the_gap_to_the_teacher(data_dir, teacher_dir, tmp_path):
+    """Twenty student steps lower the validation loss, the student's one-step sample against the teacher's."""
+    cmd = ["train", data_dir, "-o", tmp_path / "s", "--teacher", teacher_dir, "--quiet", "--lr", "3e-3",
+           "--set", "training.validate_every=20", "--set", "training.ema_decay=0"]  # fmt: skip
+    first = run_cli(*cmd, "--max-steps", 1)
+    assert first.exit_code == 0, first.output
+    assert run_cli(*cmd, "--max-steps", 20).exit_code == 0
+    log = [json.loads(line) for line in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
+    val = [r["val_loss"] for r in log if "val_loss" in r]
+    assert len(val) == 2 and val[1] < 0.8 * val[0], val
+
+
+def test_teachers_that_cannot_be_distilled_are_refused():
+    """A stochastic teacher, other inputs, or a student with as many steps: one UsageError, before training."""
+    student = tiny(**{"sampling.steps": 1})
+    network = torch.nn.Identity()
+    check_teacher(Teacher(network, tiny(), "t.pt"), student)  # the accepted case
+    cases = [
+        (tiny(**{"sampling.eta": 0.5}), student, "deterministic"),
+        (tiny(**{"conditioning.prev_noise_std": 0.3}), student, "conditioning"),
+        (tiny(**{"unet.use_identity": False}), student, "unet inputs"),
+        (tiny(), tiny(**{"sampling.steps": 4}), "fewer"),
+    ]
+    for teacher_config, student_config, message in cases:
+        with pytest.raises(UsageError, match=message):
+            check_teacher(Teacher(network, teacher_config, "t.pt"), student_config)
+
+
+def test_distill_loss_counts_only_the_edit_region():
+    """Pixels outside the edit mask add nothing; inside, the mean squared difference."""
+    student, teacher = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    teacher[..., :2] = 1.0  # differ on the left half only
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., 2:] = 1.0
+    assert float(distill_loss(student, teacher, mask)) == 0.0
+    mask[..., :2] = 1.0
+    assert float(distill_loss(student, teacher, mask)) == pytest.approx(0.5)
+    assert float(distill_loss(student, teacher, None)) == pytest.approx(0.5)

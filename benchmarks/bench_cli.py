@@ -10,7 +10,8 @@ behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs 
 `openvino-bf16` the OpenVINO backend; `torch-1thread` torch with one thread; `torch-passive` and
 `torch-active` torch with idle threads sleeping or spinning (OMP_WAIT_POLICY); `torch-fpc2` and
 `openvino-fpc2` with 2 frames of a video per call; `torch-bf16` torch in bf16; `default` no flags (auto
-backend and precision: what the README's quick start runs).
+backend and precision: what the README's quick start runs); `v5` the same with `--model facenhance-small-v5`
+(the 4-step model the default is distilled from).
 Per command: wall seconds min / median over rounds, system CPU seconds and peak memory (max RSS) of the
 median round, and PSNR against the ground truth (every frame) with its change against the first variant.
 """
@@ -39,6 +40,8 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "openvino-bf16": ({}, ["--backend", "openvino", "--precision", "bf16"]),
     "torch-bf16": ({}, ["--backend", "torch", "--precision", "bf16"]),
     "default": ({}, []),  # what a user gets: --backend auto --precision auto
+    # The 4-step model the one-step default was distilled from, with the same auto backend and precision.
+    "v5": ({}, ["--model", "facenhance-small-v5"]),
 }
 
 

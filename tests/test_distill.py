@@ -52,7 +52,7 @@ def test_a_student_starts_as_its_teacher_and_samples_in_one_step(data_dir, teach
     assert saved["config"]["training"]["objective"] == "distill"
     assert saved["config"]["sampling"]["steps"] == 1
     assert saved["config"]["unet"] == teacher["config"]["unet"]
-    assert str(teacher_dir) in saved["meta"]["distilled_from"] and "ddim 4" in saved["meta"]["distilled_from"]
+    assert saved["meta"]["distilled_from"] == f"{teacher_dir.name}/final (ddim 4 trailing)"
     log = [json.loads(line) for line in (tmp_path / "s" / "log.jsonl").read_text().splitlines()]
     assert any("val_loss" in r for r in log) and all(r.get("loss", 0) >= 0 for r in log)
     assert load_for_inference(tmp_path / "s" / "final.pt").config.sampling.steps == 1
@@ -105,3 +105,28 @@ def test_distill_loss_counts_only_the_edit_region():
     mask[..., :2] = 1.0
     assert float(distill_loss(student, teacher, mask)) == pytest.approx(0.5)
     assert float(distill_loss(student, teacher, None)) == pytest.approx(0.5)
+
+
+def test_a_student_run_with_other_steps_is_warned_and_models_names_its_teacher(
+    data_dir, teacher_dir, tmp_path
+):
+    """enhance --steps N on a one-step student warns (and fails under --strict, writing nothing); `models`
+    shows what it was distilled from, by the teacher's name, not this machine's path."""
+    result = run_cli(
+        "train", data_dir, "-o", tmp_path / "s", "--teacher", teacher_dir, "--max-steps", 1, "-q"
+    )
+    assert result.exit_code == 0, result.output
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "student.pt").write_bytes((tmp_path / "s" / "final.pt").read_bytes())
+    listed = run_cli("models", "--models-dir", models, "--json")
+    row = next(r for r in json.loads(listed.output) if r["name"] == "student")
+    assert row["steps"] == 1 and row["distilled_from"] == f"{teacher_dir.name}/final (ddim 4 trailing)"
+    clip = data_dir / "s00_clip"
+    args = ["enhance", clip / "low.mkv", "-i", clip / "identity.png", "--model", models / "student.pt"]
+    warned = run_cli(*args, "-o", tmp_path / "a.mkv", "--steps", 2)
+    assert warned.exit_code == 0 and "distilled to sample in 1 step; --steps 2" in warned.output
+    strict = run_cli(*args, "-o", tmp_path / "b.mkv", "--steps", 2, "--strict")
+    assert strict.exit_code == 1 and not (tmp_path / "b.mkv").exists()
+    quiet = run_cli(*args, "-o", tmp_path / "c.mkv")
+    assert quiet.exit_code == 0 and "distilled" not in quiet.output

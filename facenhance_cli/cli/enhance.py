@@ -226,6 +226,8 @@ def enhance(
     from facenhance_cli.checkpoint import load_for_inference
     from facenhance_cli.cli.common import resolve_device
     from facenhance_cli.enhance import EnhanceOptions, check_run_flags
+    from facenhance_cli.enhance.planning import distilled_steps_warning
+    from facenhance_cli.errors import InputError
 
     jobs = _planned_jobs(low, identity, output, pairs, motion, lossless, shard, batch_videos)
     _check_outputs_and_motion(jobs, compare, save_frames, no_motion)
@@ -259,6 +261,10 @@ def enhance(
     )
     check_run_flags(options)  # before the model loads
     loaded = load_for_inference(_model_path(model, models_dir, strict), device_name)
+    if warning := distilled_steps_warning(loaded.config, loaded.meta, steps):
+        typer.echo(f"warning: {warning}", err=True)
+        if strict:
+            raise InputError(f"{warning} (--strict)")
     if batch_videos is None:
         options.batch_videos = _default_batch_videos(loaded.config, device_name)
     show_progress = is_terminal() and not quiet

@@ -87,38 +87,11 @@ def models(
     ] = False,
 ) -> None:
     """List installed facenhance models: name, preset, size, training data, recommended sampler and steps."""
-    from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint
-    from facenhance_cli.errors import CheckpointError
     from facenhance_cli.weights import list_model_files, model_dir_warnings, model_search_dirs
 
     for warning in model_dir_warnings(models_dir):
         typer.echo(f"warning: {warning}", err=True)
-    rows: list[dict[str, Any]] = []
-    for path in list_model_files(models_dir):
-        try:
-            payload = read_checkpoint(path)
-            config = checkpoint_config(payload, path)
-        except CheckpointError as exc:
-            rows.append({"name": path.stem, "path": str(path), "error": str(exc)})
-            continue
-        meta = payload.get("meta", {})
-        parameters = sum(v.numel() for v in payload["ema"].values() if v.is_floating_point())
-        rows.append(
-            {
-                "name": path.stem,
-                "path": str(path),
-                "preset": config.name,
-                "parameters": parameters,
-                "size_mb": round(path.stat().st_size / 1e6, 1),
-                "trained_on": meta.get("trained_on", "unknown"),
-                "steps_trained": meta.get("step"),
-                "sampler": config.sampling.sampler,
-                "steps": config.sampling.steps,
-                "strength": config.sampling.strength,
-                "spacing": config.sampling.spacing,
-                "shared_noise": config.sampling.shared_noise,
-            }
-        )
+    rows = [_model_row(path) for path in list_model_files(models_dir)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -149,9 +122,38 @@ def models(
     console.print(table)
 
 
+def _model_row(path: Path) -> dict[str, Any]:
+    """One installed model's row of `facenhance models` (an unreadable file: its error)."""
+    from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint
+    from facenhance_cli.errors import CheckpointError
+
+    try:
+        payload = read_checkpoint(path)
+        config = checkpoint_config(payload, path)
+    except CheckpointError as exc:
+        return {"name": path.stem, "path": str(path), "error": str(exc)}
+    meta = payload.get("meta", {})
+    return {
+        "name": path.stem,
+        "path": str(path),
+        "preset": config.name,
+        "parameters": sum(v.numel() for v in payload["ema"].values() if v.is_floating_point()),
+        "size_mb": round(path.stat().st_size / 1e6, 1),
+        "trained_on": meta.get("trained_on", "unknown"),
+        "steps_trained": meta.get("step"),
+        "sampler": config.sampling.sampler,
+        "steps": config.sampling.steps,
+        "strength": config.sampling.strength,
+        "spacing": config.sampling.spacing,
+        "shared_noise": config.sampling.shared_noise,
+        "distilled_from": meta.get("distilled_from"),
+    }
+
+
 def sampler_text(row: dict[str, Any]) -> str:
     """'ddim 4 karras, shared noise' from a presets/models row: the recommended sampler in one cell."""
     text = f"{row['sampler']} {row['steps']}"
     text += " karras" if row.get("spacing") == "karras" else ""
     text += f" @ {row['strength']:g}" if row["strength"] < 1 else ""
-    return text + (", shared noise" if row.get("shared_noise") else "")
+    text += ", shared noise" if row.get("shared_noise") else ""
+    return text + (f", distilled from {row['distilled_from']}" if row.get("distilled_from") else "")

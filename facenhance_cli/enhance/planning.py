@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from facenhance_cli.config import Precision, SamplerName, Spacing
+from facenhance_cli.config import FacenhanceConfig, Precision, SamplerName, Spacing
 from facenhance_cli.errors import InputError, UsageError
 
 VIDEO_OUT_SUFFIXES = {".mp4", ".mkv", ".mov"}  # containers that hold H.264 (and FFV1 for .mkv)
@@ -292,3 +292,17 @@ def check_run_flags(options: EnhanceOptions) -> None:
         raise UsageError(f"--compile is for the torch backend; {options.backend} compiles its own graph")
     if options.precision == "fp16" and not options.device.startswith("cuda"):
         raise UsageError("--precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
+
+
+def distilled_steps_warning(
+    config: FacenhanceConfig, meta: dict[str, object], steps: int | None
+) -> str | None:
+    """A warning when --steps asks a distilled student for a step count it was not trained for."""
+    trained = config.sampling.steps
+    if config.training.objective != "distill" or steps in (None, trained):
+        return None
+    teacher = f"; its teacher: {meta['distilled_from']}" if meta.get("distilled_from") else ""
+    return (
+        f"this model was distilled to sample in {trained} step{'s' if trained != 1 else ''}; --steps {steps} "
+        f"runs it outside what it learned{teacher}"
+    )

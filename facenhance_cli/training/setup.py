@@ -190,8 +190,10 @@ def run_meta(
         "torch_version": str(torch.__version__),
     }
     if options.teacher is not None:
-        teacher = options.teacher.config.sampling
-        meta["distilled_from"] = (
-            f"{options.teacher.source} ({teacher.sampler} {teacher.steps} {teacher.spacing})"
+        sampling, source = options.teacher.config.sampling, Path(options.teacher.source)
+        # A model's name (a run's checkpoint: run/final): what `enhance --model` takes, not this machine's path.
+        name = (
+            f"{source.parent.name}/{source.stem}" if source.stem in ("final", "last", "best") else source.stem
         )
+        meta["distilled_from"] = f"{name} ({sampling.sampler} {sampling.steps} {sampling.spacing})"
     return meta

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,6 +149,7 @@ class FrameDataset:
         self.in_memory = est <= IN_MEMORY_LIMIT_BYTES if in_memory is None else in_memory
         self._cache: OrderedDict[int, Clip] = OrderedDict()
         self._cache_size = cache_clips
+        self._cache_lock = threading.Lock()
         self.index: list[tuple[int, int]] = []  # (clip index, frame index)
         kept_entries: list[ClipEntry] = []
         for entry, loaded in zip(self.entries, self._decode_all(workers), strict=True):
@@ -200,14 +202,15 @@ class FrameDataset:
         return clip
 
     def clip(self, ci: int) -> Clip:
-        """Arrays of clip `ci` (from memory or decoded, LRU-cached)."""
-        if ci in self._cache:
-            self._cache.move_to_end(ci)
-            return self._cache[ci]
-        clip = self._load(ci, self.entries[ci])
-        while not self.in_memory and len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return clip
+        """Arrays of clip `ci` (from memory or decoded, LRU-cached; safe from several sampling threads)."""
+        with self._cache_lock:
+            if ci in self._cache:
+                self._cache.move_to_end(ci)
+                return self._cache[ci]
+            clip = self._load(ci, self.entries[ci])
+            while not self.in_memory and len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return clip
 
     def __len__(self) -> int:
         return len(self.index)

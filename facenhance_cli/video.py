@@ -47,6 +47,62 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def has_pyav() -> bool:
+    """PyAV is installed (a dependency; a bare GPU machine may have only OpenCV: reading falls back to it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("av") is not None
+    except ValueError:  # sys.modules["av"] is None: its import is blocked
+        return False
+
+
+def _opencv_capture(path: Path):
+    """An opened cv2.VideoCapture: the reader where PyAV is missing (frames only, no audio or rotation)."""
+    import cv2
+
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise InputError(f"cannot read video {path}: OpenCV cannot open it (PyAV is not installed)")
+    return capture
+
+
+def _opencv_probe(path: Path) -> VideoInfo:
+    import cv2
+
+    capture = _opencv_capture(path)
+    try:
+        fps = Fraction(capture.get(cv2.CAP_PROP_FPS) or 25).limit_denominator(1001)
+        n_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        width, height = (
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+        return VideoInfo(path, fps, n_frames, width, height, False)
+    finally:
+        capture.release()
+
+
+def _opencv_frames(path: Path) -> Iterator[np.ndarray]:
+    import cv2
+
+    capture = _opencv_capture(path)
+    n = 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            n += 1
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+    if n == 0:
+        raise InputError(f"video has no decodable frames: {path}")
+
+
 def _open(path: Path):
     import av
 
@@ -74,6 +130,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             raise InputError(f"no image frames in folder {path}")
         first = read_image(files[0])
         return VideoInfo(path, FRAME_FOLDER_FPS, len(files), first.shape[1], first.shape[0], False)
+    if not has_pyav():
+        return _opencv_probe(path)
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -95,6 +153,8 @@ def count_frames(path: str | os.PathLike[str]) -> int:
     path = Path(path)
     if path.is_dir():
         return len(_frame_files(path))
+    if not has_pyav():
+        return sum(1 for _ in _opencv_frames(path))
     import av
 
     container = _open(path)
@@ -117,8 +177,6 @@ def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
 
 def iter_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
     """Decode frames one at a time as uint8 RGB (H, W, 3), honouring rotation metadata; memory stays bounded."""
-    import av
-
     path = Path(path)
     if path.is_dir():
         files = _frame_files(path)
@@ -127,6 +185,11 @@ def iter_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
         for file in files:
             yield read_image(file)
         return
+    if not has_pyav():
+        yield from _opencv_frames(path)
+        return
+    import av
+
     container = _open(path)
     n = 0
     try:

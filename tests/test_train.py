@@ -424,3 +424,18 @@ def test_sigterm_saves_a_resumable_checkpoint(data_dir, tmp_path):
     assert proc.returncode == 130 and "rerun the same command to resume" in stderr
     saved = torch.load(run / "last.pt", weights_only=True)
     assert saved["training"]["step"] >= 1
+
+
+def test_max_minutes_stops_early_with_a_resumable_checkpoint(data_dir, tmp_path):
+    """--max-minutes stops between steps once the time is up: last.pt and final.pt are saved at the step
+    reached, and the same command resumes from it; a non-finite limit is refused in one line."""
+    cmd = ["train", data_dir, "-o", tmp_path / "run", *SMALL_SET, "--max-steps", 100000, "--quiet"]
+    result = run_cli(*cmd, "--max-minutes", 0.002)
+    assert result.exit_code == 0, result.output
+    step = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["training"]["step"]
+    assert 0 < step < 100000 and (tmp_path / "run" / "final.pt").is_file()
+    again = run_cli(*cmd, "--max-minutes", 0.002)
+    assert again.exit_code == 0, again.output
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["training"]["step"] > step
+    bad = run_cli(*cmd, "--max-minutes", "nan")
+    assert bad.exit_code == 2 and "--max-minutes" in bad.output and "Traceback" not in bad.output

@@ -74,3 +74,31 @@ def test_lossless_round_trip_is_exact_and_fps_kept(tmp_path):
     write_video(tmp_path / "y.mkv", frames, 12, lossless=True)
     decoded, fps = read_video(tmp_path / "y.mkv")
     np.testing.assert_array_equal(decoded, frames)
+
+
+def test_without_pyav_videos_are_read_with_opencv(tmp_path, monkeypatch):
+    """Where PyAV is missing (a bare GPU machine has OpenCV only) reading falls back to OpenCV: the same
+    frame count, size and rate, lossless frames equal, H.264 ones within a level or two."""
+    import facenhance_cli.video as video
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (5, 48, 64, 3), dtype=np.uint8)
+    frames = np.stack([cv2.GaussianBlur(f, (0, 0), 2) for f in noise])  # smooth: what a codec keeps
+    for name, lossless in (("a.mkv", True), ("b.mp4", False)):
+        write_video(tmp_path / name, frames, 25, lossless=lossless)
+        with_av, fps = read_video(tmp_path / name)
+        monkeypatch.setattr(video, "has_pyav", lambda: False)
+        info = probe_video(tmp_path / name)
+        without_av, fps_cv = read_video(tmp_path / name)
+        monkeypatch.undo()
+        assert (info.n_frames, info.width, info.height) == (5, 64, 48) and fps_cv == fps == 25
+        assert without_av.shape == with_av.shape
+        assert np.abs(without_av.astype(int) - with_av.astype(int)).max() <= (0 if lossless else 3)
+    monkeypatch.setattr(video, "has_pyav", lambda: False)
+    (tmp_path / "bad.mkv").write_bytes(b"not a video")
+    try:
+        read_video(tmp_path / "bad.mkv")
+    except video.InputError as exc:
+        assert "cannot read video" in str(exc) or "no decodable frames" in str(exc)
+    else:
+        raise AssertionError("a broken file must be an InputError")

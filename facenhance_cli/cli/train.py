@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +35,14 @@ def train(
     ] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Train until this many optimiser steps.")
+    ] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--max-minutes",
+            min=0.0,
+            help="Stop after this many minutes of training (a checkpoint is saved; the same command resumes).",
+        ),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Global batch size (split over DDP processes).")
@@ -99,6 +108,8 @@ def train(
 
     if preset and config_file:
         raise UsageError("give --preset or --config, not both")
+    if max_minutes is not None and not math.isfinite(max_minutes):
+        raise UsageError(f"--max-minutes must be a finite number, got {max_minutes}")
     explicit = bool(preset or config_file or set_)
     resuming = (output / "last.pt").is_file()
     teacher_model = _load_init(teacher) if teacher else None  # read on every resume: each step samples it
@@ -132,6 +143,7 @@ def train(
         init_state=init_model.network.state_dict() if init_model is not None else None,
         init_source=str(init_model.path) if init_model is not None else "",
         teacher=teacher_from(teacher_model) if teacher_model is not None else None,
+        max_seconds=None if max_minutes is None else 60 * max_minutes,
     )
     if quiet:
         summary = run_training(options)

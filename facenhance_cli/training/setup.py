@@ -46,6 +46,7 @@ class TrainOptions:
     overrides: dict[str, object] = field(default_factory=dict)  # dotted training.* keys applied on resume
     init_state: dict[str, torch.Tensor] | None = None  # --init: a new run starts from these weights
     init_source: str = ""  # where init_state came from, for messages
+    max_seconds: float | None = None  # --max-minutes: stop (saving last.pt and final.pt) after this long
     teacher: Teacher | None = None  # --teacher: the model a distillation run (training.objective) reproduces
 
 

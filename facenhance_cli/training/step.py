@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import torch
@@ -34,12 +35,20 @@ class Batch:
 
 
 def draw_batch(
-    data: FrameDataset, tc: TrainingConfig, num_timesteps: int, step: int, ranks: range, device: str
+    data: FrameDataset,
+    tc: TrainingConfig,
+    num_timesteps: int,
+    step: int,
+    ranks: range,
+    device: str,
+    pool: Executor | None = None,
 ) -> Batch:
     """The samples `ranks` (positions in the global batch) of the batch at `step`, each with t, eps, z,
-    flip and colour gain drawn from its own generator, in that order."""
+    flip and colour gain drawn from its own generator, in that order. With a `pool` the samples' images
+    (paste, gate, aligned target: OpenCV work that releases the GIL) are built on its threads; the
+    randomness is drawn first, in order, so a batch does not depend on the pool."""
     positions = batch_positions(len(data), tc.batch_size, step, tc.seed)
-    samples, ts, eps, zs = [], [], [], []
+    draws, ts, eps, zs = [], [], [], []
     size = data.image_size
     for k in ranks:
         gen = sample_generator(tc.seed, step, k)
@@ -50,7 +59,11 @@ def draw_batch(
         gain = None
         if tc.color_jitter > 0:  # drawn last, so runs without it keep their random streams
             gain = 1 + tc.color_jitter * (2 * torch.rand(3, generator=gen).numpy() - 1)
-        samples.append(data.sample(positions[k], flip, gain))
+        draws.append((positions[k], flip, gain))
+    if pool is not None:
+        samples = list(pool.map(lambda draw: data.sample(*draw), draws))
+    else:
+        samples = [data.sample(*draw) for draw in draws]
     return Batch(
         x0=to_device(to_tensor([s.target for s in samples]), device),
         cond=collate([s.inputs for s in samples], device),

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -86,6 +87,8 @@ class Trainer:
         configure_cuda_math(self.device)
         self.schedule = make_schedule(self.config.diffusion).to(self.device)
         self.train_data, self.val_data = self._load_data()
+        # --workers > 1 also builds each batch's samples on that many threads (a GPU outruns one CPU thread).
+        self.pool = ThreadPoolExecutor(options.workers) if options.workers > 1 else None
         torch.manual_seed(self.tc.seed)  # initial weights
         # channels_last: convolutions run 1.1-1.4x faster on CPU (oneDNN) and on tensor cores; the state
         # dict is the same tensors, so checkpoints do not depend on it.
@@ -191,7 +194,7 @@ class Trainer:
         self.network.train()
         ranks = range(self.dist.rank, self.tc.batch_size, self.dist.world_size)
         batch = draw_batch(
-            self.train_data, self.tc, self.schedule.num_timesteps, self.step, ranks, self.device
+            self.train_data, self.tc, self.schedule.num_timesteps, self.step, ranks, self.device, self.pool
         )
         lr = self._lr(self.step)
         for group in self.optimizer.param_groups:
@@ -293,6 +296,9 @@ class Trainer:
             while self.step < self.tc.max_steps:
                 if interrupted:
                     raise KeyboardInterrupt
+                if self._out_of_time(start_time):
+                    self.save_last()  # a later run with the same command resumes here
+                    break
                 stats = self.train_step()
                 self._report(stats, window)
                 self._periodic_work(self.step)
@@ -319,6 +325,11 @@ class Trainer:
             "best_val": self.best_val,
             "final": final,
         }
+
+    def _out_of_time(self, start_time: float) -> bool:
+        """--max-minutes has passed since this call's first step (checked between steps)."""
+        limit = self.options.max_seconds
+        return limit is not None and time.perf_counter() - start_time >= limit
 
     def _prepare_run_dir(self) -> None:
         if self.dist.is_main:

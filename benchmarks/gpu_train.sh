@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The quality issue's GPU call, in under 9 minutes: unpack the carried training data, fine-tune the shipped
+# model as a denoiser with the largest batch that fits (5 min), distil it into a one-step student (2.5 min),
+# and leave both models (split into 15 MiB parts) and their logs under $OUT. Evaluate and ship on the CPU.
+#
+# Before the call, here (the lent machine has PyTorch and OpenCV but no PyAV or platformdirs and no network;
+# OpenCV reads the packed H.264 clips, so PyAV's 35 MB wheel need not travel):
+#   python benchmarks/pack_train_data.py ~/facenhance-data/all64 gpu_data/train.tar     # ~30 MiB
+#   pip download platformdirs --no-deps --only-binary=:all: --python-version 3.12 -d .whl/
+# The call (device tool): command "bash benchmarks/gpu_train.sh", carry ["gpu_data", ".whl"], timeout_s 600.
+# After it, here: cat teacher.pt.part-* > teacher.pt; cat student.pt.part-* > student.pt; then
+#   facenhance enhance ... --model student.pt, facenhance eval ... as for any model (docs/quality.md).
+# DENOISE_MIN / DISTILL_MIN change the phases' minutes (a CPU smoke run: DEVICE=cpu DENOISE_MIN=0.2 ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+OUT="${OUT:-/tmp/gpu-train-out}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if ! "$PY" -c 'import platformdirs' 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/platformdirs-*.whl
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+DATA="${DATA_DIR:-/tmp/gpu-train-data}"
+mkdir -p "$DATA"
+tar -xf gpu_data/train.tar -C "$DATA"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+timeout 540 "$PY" benchmarks/gpu_train.py "$DATA/data" "$OUT" --device "${DEVICE:-cuda}" \
+  --denoise-minutes "${DENOISE_MIN:-5}" --distill-minutes "${DISTILL_MIN:-2.5}" --workers "${WORKERS:-16}"
+ls -la "$OUT"

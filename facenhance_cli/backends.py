@@ -36,17 +36,18 @@ def openvino_installed() -> bool:
 
 
 def resolve_backend(name: str, device: str) -> str:
-    """`auto` -> openvino on a CPU it runs in bf16, else torch; an unusable choice is a usage error.
+    """`auto` -> torch; openvino only by name (an unusable choice is a usage error).
 
-    Without native bf16 OpenVINO computes in fp32, and there eager torch (with facenhance's allocator
-    setting) was as fast or faster: the quick start on an AVX2-only EPYC took 19.8 s with OpenVINO fp32 and
-    14.9 s with torch fp32 (benchmarks/bench_cli.py, README "Speed").
+    With the one-step default model (facenhance-small-v6) eager torch is as fast or faster everywhere
+    (benchmarks/bench_cli.py, whole commands, 2-core Zen 4 with AVX512-BF16, 2026-12-06): the quick start
+    3.7 s in torch bf16 against 4.2 s in OpenVINO bf16 (OpenVINO's start-up and graph load no longer pay
+    for themselves over 32 calls), 8 videos x 32 frames 16.1 against 15.5 s (median); without native
+    bf16 OpenVINO computes in fp32 and was slower still (AVX2-only EPYC: 19.8 s against 14.9 s, v5).
     """
     if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}: use {', '.join(BACKENDS)}")
     if name == "auto":
-        usable = device == "cpu" and openvino_installed() and openvino_cpu_has_bf16()
-        return "openvino" if usable else "torch"
+        return "torch"
     if name == "openvino" and not openvino_installed():
         raise UsageError(OPENVINO_MISSING)
     if name == "openvino" and device != "cpu":

@@ -130,3 +130,13 @@ def test_a_student_run_with_other_steps_is_warned_and_models_names_its_teacher(
     assert strict.exit_code == 1 and not (tmp_path / "b.mkv").exists()
     quiet = run_cli(*args, "-o", tmp_path / "c.mkv")
     assert quiet.exit_code == 0 and "distilled" not in quiet.output
+
+
+def test_init_from_a_student_without_a_teacher_fine_tunes_it_as_a_denoiser(data_dir, teacher_dir, tmp_path):
+    """--init STUDENT alone starts an ordinary (denoising) run from the student's weights."""
+    first = run_cli("train", data_dir, "-o", tmp_path / "s", "--teacher", teacher_dir, "--max-steps", 1, "-q")
+    assert first.exit_code == 0, first.output
+    tuned = run_cli("train", data_dir, "-o", tmp_path / "d", "--init", tmp_path / "s", "--max-steps", 1, "-q")
+    assert tuned.exit_code == 0, tuned.output
+    saved = torch.load(tmp_path / "d" / "last.pt", weights_only=True)
+    assert saved["config"]["training"]["objective"] == "denoise" and "distilled_from" not in saved["meta"]

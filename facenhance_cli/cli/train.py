@@ -121,6 +121,9 @@ def train(
     overrides = dict(parse_set_option(item) for item in set_ or [])
     if teacher and not resuming:
         overrides = {"training.objective": "distill", "sampling.steps": 1, **overrides}
+    elif init_model is not None and init_model.config.training.objective == "distill":
+        # A distilled student given to --init alone: a denoising fine-tune of its weights (distil it again after).
+        overrides = {"training.objective": "denoise", **overrides}
     training_overrides = {}
     for key, value in (("max_steps", max_steps), ("batch_size", batch_size), ("lr", lr), ("seed", seed)):
         if value is not None:

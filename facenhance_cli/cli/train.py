@@ -118,12 +118,7 @@ def train(
         config = init_model.config if init_model is not None else _run_config(output / "last.pt")
     else:
         config = load_config_file(config_file) if config_file else load_preset(preset or "small")
-    overrides = dict(parse_set_option(item) for item in set_ or [])
-    if teacher and not resuming:
-        overrides = {"training.objective": "distill", "sampling.steps": 1, **overrides}
-    elif init_model is not None and init_model.config.training.objective == "distill":
-        # A distilled student given to --init alone: a denoising fine-tune of its weights (distil it again after).
-        overrides = {"training.objective": "denoise", **overrides}
+    overrides = {**_objective(bool(teacher), init_model, resuming), **dict(map(parse_set_option, set_ or []))}
     training_overrides = {}
     for key, value in (("max_steps", max_steps), ("batch_size", batch_size), ("lr", lr), ("seed", seed)):
         if value is not None:
@@ -159,6 +154,16 @@ def train(
             f"model: {summary['final']}",
             err=True,
         )
+
+
+def _objective(distilling: bool, init_model, resuming: bool) -> dict[str, object]:
+    """A new run's objective (before --set): distil with --teacher (one step unless --set says more); a
+    distilled student given to --init alone is fine-tuned as a denoiser (distil the result again)."""
+    if distilling and not resuming:
+        return {"training.objective": "distill", "sampling.steps": 1}
+    if init_model is not None and init_model.config.training.objective == "distill":
+        return {"training.objective": "denoise"}
+    return {}
 
 
 def _init_model(init: str | None, teacher: str | None, teacher_model, configured: bool, resuming: bool):

@@ -395,6 +395,8 @@ def train(options: TrainOptions) -> TrainSummary:
     try:
         return trainer.run()
     finally:
+        if trainer.pool is not None:
+            trainer.pool.shutdown()
         if trainer.dist.world_size > 1:
             import torch.distributed as dist
 

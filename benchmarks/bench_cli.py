@@ -11,7 +11,8 @@ behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs 
 `torch-active` torch with idle threads sleeping or spinning (OMP_WAIT_POLICY); `torch-fpc2` and
 `openvino-fpc2` with 2 frames of a video per call; `torch-bf16` torch in bf16; `default` no flags (auto
 backend and precision: what the README's quick start runs); `v5` the same with `--model facenhance-small-v5`
-(the 4-step model the default is distilled from).
+(the 4-step model the default is distilled from; it is no longer in the tree: `git show
+2880ac8:models/facenhance-small-v5.pt` into a folder named by FACENHANCE_MODELS).
 Per command: wall seconds min / median over rounds, system CPU seconds and peak memory (max RSS) of the
 median round, and PSNR against the ground truth (every frame) with its change against the first variant.
 """

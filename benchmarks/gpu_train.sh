@@ -5,7 +5,7 @@
 #
 # Before the call, here (the lent machine has PyTorch and OpenCV but no PyAV or platformdirs and no network;
 # OpenCV reads the packed H.264 clips, so PyAV's 35 MB wheel need not travel):
-#   python benchmarks/pack_train_data.py ~/facenhance-data/all64 gpu_data/train.tar     # ~30 MiB
+#   python benchmarks/pack_train_data.py ~/facenhance-data/all64 gpu_data/train.tar     # 37 MiB
 #   pip download platformdirs --no-deps --only-binary=:all: --python-version 3.12 -d .whl/
 # The call (device tool): command "bash benchmarks/gpu_train.sh", carry ["gpu_data", ".whl"], timeout_s 600.
 # After it, here: cat teacher.pt.part-* > teacher.pt; cat student.pt.part-* > student.pt; then

@@ -55,6 +55,9 @@ class UNetConfig:
     identity_skip: bool = False
     use_pasted_frame: bool = False  # ours: the low face warped onto the identity image, concatenated (3)
     use_edit_mask: bool = False  # ours: the edit mask (where the face may change) concatenated (1)
+    # ours: > 1 folds each patch_size x patch_size block of the stacked inputs into channels (pixel
+    # unshuffle, Shi et al. 2016) and unfolds the output, so level 1 runs at image_size / patch_size
+    patch_size: int = 1
 
     @property
     def stacked_fields(self) -> tuple[tuple[str, int], ...]:
@@ -243,8 +246,12 @@ class FacenhanceConfig:
 def _check_network(u: UNetConfig, encoder: EncoderConfig, d: DiffusionConfig) -> None:
     """The UNet's and encoder's shapes fit together, and the switches that need each other are on."""
     n_levels = len(u.channel_mult)
-    if u.image_size % (2 ** (n_levels - 1)):
-        raise UsageError(f"unet.image_size {u.image_size} must be divisible by 2^{n_levels - 1}")
+    if u.patch_size not in (1, 2, 4):
+        raise UsageError(f"unet.patch_size must be 1, 2 or 4, got {u.patch_size}")
+    if u.image_size % (u.patch_size * 2 ** (n_levels - 1)):
+        raise UsageError(
+            f"unet.image_size {u.image_size} must be divisible by unet.patch_size x 2^{n_levels - 1}"
+        )
     if any(not 0 <= lvl < n_levels for lvl in u.attention_levels):
         raise UsageError(f"unet.attention_levels {u.attention_levels} outside 0..{n_levels - 1}")
     for mult in u.channel_mult:

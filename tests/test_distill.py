@@ -79,6 +79,27 @@ def test_distillation_closes_the_gap_to_the_teacher(data_dir, teacher_dir, tmp_p
     assert len(val) == 2 and val[1] < 0.8 * val[0], val
 
 
+def test_a_folded_student_starts_from_its_teachers_levels(data_dir, teacher_dir, tmp_path):
+    """--teacher with a patch-2 network: the shared levels start as the teacher's (nn/transplant.py)."""
+    fold = ["--set", "unet.patch_size=2", "--set", "unet.channel_mult=[1,2,2,4,4]",
+            "--set", "unet.attention_levels=[3]", "--set", "unet.image_size=64"]  # fmt: skip
+    tiny64 = ["--preset", "tiny", "--set", "unet.image_size=64", "--set", "sampling.steps=4"]
+    teacher = tmp_path / "t"
+    assert run_cli("train", data_dir, "-o", teacher, *tiny64, "--max-steps", 1, "-q").exit_code == 0
+    result = run_cli("train", data_dir, "-o", tmp_path / "s", "--teacher", teacher, *fold,
+                     "--max-steps", 1, "--lr", "1e-12", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    student = torch.load(tmp_path / "s" / "final.pt", weights_only=True)
+    source = torch.load(teacher / "final.pt", weights_only=True)["ema"]
+    assert student["config"]["unet"]["patch_size"] == 2
+    for key in ("down.0.blocks.0.conv1.weight", "up.0.blocks.0.conv1.weight", "middle.1.conv1.weight"):
+        source_key = key.replace("down.0.", "down.1.")
+        assert torch.allclose(student["ema"][key], source[source_key], atol=1e-6), key
+    unrelated = run_cli("train", data_dir, "-o", tmp_path / "u", "--teacher", teacher, *fold,
+                        "--set", "unet.channel_mult=[1,2,2,4,8]", "--max-steps", 1, "-q")  # fmt: skip
+    assert unrelated.exit_code == 2 and "does not fit" in unrelated.output
+
+
 def test_teachers_that_cannot_be_distilled_are_refused():
     """A stochastic teacher, other inputs, or a student with as many steps: one UsageError, before training."""
     student = tiny(**{"sampling.steps": 1})

@@ -140,6 +140,7 @@ def train(
         overrides={k: v for k, v in training_overrides.items() if k == "training.max_steps"},
         init_state=init_model.network.state_dict() if init_model is not None else None,
         init_source=str(init_model.path) if init_model is not None else "",
+        init_unet=init_model.config.unet if init_model is not None else None,
         teacher=teacher_from(teacher_model) if teacher_model is not None else None,
         max_seconds=None if max_minutes is None else 60 * max_minutes,
     )

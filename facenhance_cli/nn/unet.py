@@ -48,7 +48,8 @@ class ConditionalUNet(nn.Module):
                     if ch[lvl] != token_dim
                 }
             )
-        self.input_conv = nn.Conv2d(u.in_channels, ch[0], 3, padding=1)
+        patch_area = u.patch_size**2  # pixels folded into each position's channels
+        self.input_conv = nn.Conv2d(u.in_channels * patch_area, ch[0], 3, padding=1)
         # Modules are created (and so randomly initialised) in this order; checkpoints' keys follow it too.
         self.down, self.downsample, skip_channels = self._down_path(ch, emb_dim)
         self.middle = nn.ModuleList(
@@ -58,7 +59,9 @@ class ConditionalUNet(nn.Module):
             ]
         )
         self.up, self.upsample = self._up_path(ch, emb_dim, skip_channels)
-        self.out = nn.Sequential(nn.GroupNorm(u.groups, ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 3, 3, padding=1))
+        self.out = nn.Sequential(
+            nn.GroupNorm(u.groups, ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 3 * patch_area, 3, padding=1)
+        )
         out_conv = self.out[-1]
         assert isinstance(out_conv, nn.Conv2d) and out_conv.bias is not None
         nn.init.zeros_(out_conv.weight)
@@ -113,7 +116,9 @@ class ConditionalUNet(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """(B,3,S,S) network input, (B,) int steps, the conditioning its config uses -> (B,3,S,S)."""
-        h = self.input_conv(torch.cat(self._inputs(x_t, cond), dim=1))  # (B, ch0, S, S)
+        patch = self.config.unet.patch_size
+        stacked = F.pixel_unshuffle(torch.cat(self._inputs(x_t, cond), dim=1), patch)  # (B, C p^2, S/p, S/p)
+        h = self.input_conv(stacked)  # (B, ch0, S/p, S/p)
         tokens = self.encoder(cond.low_frame) if self.encoder is not None else None  # (B, E, token_dim)
         u = self.config.unet
         emb = self.time_embed(timestep_embedding(t, u.base_channels).to(h.dtype))  # (B, emb_dim)
@@ -145,7 +150,7 @@ class ConditionalUNet(nn.Module):
                     h = stage.attentions[i](h, level_tokens(level))
             if i_up < len(self.upsample):
                 h = self.upsample[i_up](h)
-        return self.out(h)  # (B, 3, S, S)
+        return F.pixel_shuffle(self.out(h), patch)  # (B, 3, S, S)
 
     def _inputs(self, x_t: torch.Tensor, cond: Conditioning) -> list[torch.Tensor]:
         """x_t and the images its config stacks on the channels (`UNetConfig.stacked_fields`), in order."""

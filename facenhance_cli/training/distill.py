@@ -58,10 +58,12 @@ def check_teacher(teacher: Teacher, student: FacenhanceConfig) -> None:
         raise UsageError(
             f"--teacher {teacher.source} reads other inputs than this run ({', '.join(differ)} differ)"
         )
-    if s.sampling.sampler != "ddim" or s.sampling.strength != 1 or s.sampling.steps >= t.sampling.steps:
+    # As many steps as the teacher is a distillation too when the student's network is another (smaller) one.
+    fewer = s.sampling.steps < t.sampling.steps or (s.sampling.steps == t.sampling.steps and s.unet != t.unet)
+    if s.sampling.sampler != "ddim" or s.sampling.strength != 1 or not fewer:
         raise UsageError(
-            f"the student samples in {s.sampling.steps} steps, the teacher in {t.sampling.steps}: "
-            "give the student fewer (--set sampling.steps=1)"
+            f"the student samples in {s.sampling.steps} steps, the teacher in {t.sampling.steps} with the same "
+            "network: give the student fewer (--set sampling.steps=1) or another network (--set unet.*)"
         )
 
 

@@ -14,7 +14,7 @@ import torch
 
 from facenhance_cli import __version__
 from facenhance_cli.checkpoint import checkpoint_config, read_checkpoint
-from facenhance_cli.config import FacenhanceConfig, Precision
+from facenhance_cli.config import FacenhanceConfig, Precision, UNetConfig
 from facenhance_cli.errors import FacenhanceError, UsageError
 from facenhance_cli.training.distill import Teacher
 from facenhance_cli.training.logs import LogRecord
@@ -46,6 +46,7 @@ class TrainOptions:
     overrides: dict[str, object] = field(default_factory=dict)  # dotted training.* keys applied on resume
     init_state: dict[str, torch.Tensor] | None = None  # --init: a new run starts from these weights
     init_source: str = ""  # where init_state came from, for messages
+    init_unet: UNetConfig | None = None  # the network init_state was trained as (nn/transplant.py)
     max_seconds: float | None = None  # --max-minutes: stop (saving last.pt and final.pt) after this long
     teacher: Teacher | None = None  # --teacher: the model a distillation run (training.objective) reproduces
 

@@ -20,7 +20,7 @@ import torch
 from facenhance_cli.accel import configure_cuda_math, optimizer_options
 from facenhance_cli.checkpoint import save_checkpoint
 from facenhance_cli.conditioning import add_prev_noise
-from facenhance_cli.config import config_to_toml
+from facenhance_cli.config import UNetConfig, config_to_toml
 from facenhance_cli.data import FrameDataset, read_manifest
 from facenhance_cli.diffusion.denoiser import NetworkForward
 from facenhance_cli.diffusion.precond import model_output
@@ -109,7 +109,7 @@ class Trainer:
         if payload is not None:
             self._restore(payload)
         elif options.init_state is not None:
-            self._initialise(options.init_state, options.init_source)
+            self._initialise(options.init_state, options.init_source, options.init_unet)
         self.forward = self._forward(options.compile)
         self.teacher = self._teacher(options.teacher)
 
@@ -174,11 +174,18 @@ class Trainer:
         if rng is not None:
             torch.set_rng_state(rng)
 
-    def _initialise(self, state: dict[str, torch.Tensor], source: str) -> None:
-        """--init: the network and its EMA start from `state` (a fine-tune); optimiser and step start fresh."""
+    def _initialise(self, state: dict[str, torch.Tensor], source: str, unet: UNetConfig | None) -> None:
+        """--init: the network and its EMA start from `state` (a fine-tune), or from its levels that a larger
+        patch keeps (nn/transplant.py); optimiser and step start fresh."""
         from facenhance_cli.checkpoint import state_mismatch
+        from facenhance_cli.nn.transplant import transplant_state
 
         mismatch = state_mismatch(self.network, state)
+        if mismatch and unet is not None:
+            own = self.network.state_dict()
+            transplanted = transplant_state(state, unet, self.config.unet, own)
+            if transplanted is not None:
+                state, mismatch = transplanted, None
         if mismatch:
             raise UsageError(f"--init {source} does not fit this run's config: {mismatch}")
         self.network.load_state_dict(state)

@@ -1,0 +1,72 @@
+"""Start a patch-folding network from a finer one's weights: the levels both have, shifted by the fold.
+
+A network with `unet.patch_size = 2 p` whose levels are a finer network's (`patch_size = p`) levels 1..
+(the same widths) computes at 192 / 2p what the finer one computes at its level 1: its input and output
+layers are new, everything between is the finer network's. Distilling such a student from the finer
+teacher then starts from the teacher's own trunk rather than from noise.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from facenhance_cli.config import UNetConfig
+
+# Key prefixes counted from the finest level (shifted by the fold) and from the coarsest (kept as they are).
+_FROM_FINEST = re.compile(r"^(down|downsample|token_proj)\.(\d+)\.(.*)$")
+_FRESH = ("input_conv.", "out.")  # the input and output layers see other tensors: never transplanted
+
+
+def _level_widths(u: UNetConfig) -> list[int]:
+    return [u.base_channels * m for m in u.channel_mult]
+
+
+def folded_levels(source: UNetConfig, target: UNetConfig) -> int | None:
+    """How many of `source`'s finest levels `target`'s larger patch folds away; None when its levels are
+    not `source`'s remaining ones (other widths, attention, blocks or inputs)."""
+    ratio = target.patch_size / source.patch_size
+    shift = round(math.log2(ratio)) if ratio >= 2 else 0
+    if shift < 1 or 2**shift != ratio:
+        return None
+    same = (
+        _level_widths(source)[shift:] == _level_widths(target)
+        and [lvl - shift for lvl in source.attention_levels] == list(target.attention_levels)
+        and source.base_channels * source.time_embed_mult == target.base_channels * target.time_embed_mult
+        and (source.num_res_blocks, source.head_channels, source.groups, source.stacked_fields)
+        == (target.num_res_blocks, target.head_channels, target.groups, target.stacked_fields)
+    )
+    return shift if same else None
+
+
+def _source_key(key: str, shift: int) -> str | None:
+    """The source's name for a target parameter, None for the layers that start fresh."""
+    if key.startswith(_FRESH):
+        return None
+    match = _FROM_FINEST.match(key)
+    if match is None:  # up, upsample (counted from the coarsest level), middle, encoder, time embedding
+        return key
+    prefix, level, rest = match.groups()
+    return f"{prefix}.{int(level) + shift}.{rest}"
+
+
+def transplant_state(
+    source_state: dict[str, torch.Tensor],
+    source: UNetConfig,
+    target: UNetConfig,
+    target_state: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor] | None:
+    """`target_state` with every tensor the source has for it (module docstring); None when it cannot be."""
+    shift = folded_levels(source, target)
+    if shift is None:
+        return None
+    merged = {}
+    for key, fresh in target_state.items():
+        source_key = _source_key(key, shift)
+        tensor = source_state.get(source_key) if source_key is not None else None
+        if tensor is not None and tensor.shape != fresh.shape:
+            return None
+        merged[key] = fresh if tensor is None else tensor
+    return merged

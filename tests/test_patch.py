@@ -1,0 +1,96 @@
+"""Patch-folding networks (`unet.patch_size`) and starting one from a finer network's levels (nn/transplant.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_network import EDM_MASKED, run
+
+from facenhance_cli.conditioning import Conditioning
+from facenhance_cli.config import FacenhanceConfig, load_preset
+from facenhance_cli.costs import measure_cost
+from facenhance_cli.errors import UsageError
+from facenhance_cli.nn.transplant import folded_levels, transplant_state
+from facenhance_cli.nn.unet import build_network
+from facenhance_cli.training.distill import Teacher, check_teacher
+
+FOLDED = {"unet.patch_size": 2, "unet.channel_mult": [1, 2, 2, 4, 4], "unet.attention_levels": [3]}
+
+
+def tiny(**overrides) -> FacenhanceConfig:
+    """The tiny preset at 32 px (levels 1, 1, 2, 2, 4, 4; attention at level 4) with the small preset's inputs."""
+    return load_preset("tiny").replace(**{"unet.image_size": 32, **EDM_MASKED, **overrides})
+
+
+def test_a_folded_network_keeps_the_frame_size_and_does_less_work():
+    """Patch 2: the stacked inputs fold into 4x the channels at half the size; the output is the frame again."""
+    fine, folded = tiny(), tiny(**FOLDED)
+    net = build_network(folded)
+    assert net.input_conv.in_channels == 4 * fine.unet.in_channels
+    assert net.out[-1].out_channels == 12
+    assert run(net).shape == (2, 3, 32, 32)
+    assert measure_cost(folded).gflop_per_call < 0.7 * measure_cost(fine).gflop_per_call
+
+
+def test_the_fold_keeps_each_pixel_in_its_place():
+    """An output layer that copies the folded input's x_t channels back gives x_t: fold and unfold agree."""
+    net = build_network(tiny(**FOLDED))
+    seen = {}
+    net.input_conv.register_forward_hook(lambda _m, args, _out: seen.update(stacked=args[0]))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        net.out[-1].forward = lambda _h: seen["stacked"][:, :12]  # x_t's 3 channels x 4 positions come first
+        out = net(x, torch.tensor([5]), Conditioning(x, torch.zeros(1, 3, 64, 64), None, x, x[:, :1]))
+    assert torch.equal(out, x)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [({"unet.patch_size": 3}, "patch_size"), ({"unet.patch_size": 2}, "divisible")],  # 32 / (2 x 2^5)
+)
+def test_bad_patch_sizes_are_refused(overrides, message):
+    with pytest.raises(UsageError, match=message):
+        tiny(**overrides).validate()
+
+
+def test_a_folded_student_takes_every_level_it_shares_with_the_finer_network():
+    """Down path shifted by one level, up path and middle as they are; input and output layers fresh."""
+    teacher, student = build_network(tiny()), build_network(tiny(**FOLDED))
+    source, fresh = teacher.state_dict(), student.state_dict()
+    merged = transplant_state(source, tiny().unet, tiny(**FOLDED).unet, fresh)
+    assert merged is not None and merged.keys() == fresh.keys()
+    pairs = {"down.0.blocks.0.conv1.weight": "down.1.blocks.0.conv1.weight",
+             "downsample.0.conv.weight": "downsample.1.conv.weight",
+             "down.3.attentions.0.qkv.weight": "down.4.attentions.0.qkv.weight",
+             "up.4.blocks.1.conv1.weight": "up.4.blocks.1.conv1.weight",
+             "upsample.3.conv.weight": "upsample.3.conv.weight",
+             "middle.0.conv1.weight": "middle.0.conv1.weight",
+             "encoder.proj.weight": "encoder.proj.weight"}  # fmt: skip
+    for key, source_key in pairs.items():
+        assert torch.equal(merged[key], source[source_key]), key
+    for key in ("input_conv.weight", "out.0.weight", "out.2.weight"):
+        assert merged[key] is fresh[key]
+    student.load_state_dict(merged)
+
+
+@pytest.mark.parametrize(
+    "source,target,shift",
+    [
+        ({}, FOLDED, 1),
+        ({}, {"unet.patch_size": 4, "unet.channel_mult": [2, 2, 4, 4], "unet.attention_levels": [2]}, 2),
+        ({}, {**FOLDED, "unet.channel_mult": [1, 2, 2, 4, 8]}, None),  # another width
+        ({}, {**FOLDED, "unet.attention_levels": [2]}, None),  # attention elsewhere
+        ({}, {}, None),  # the same patch: nothing folded
+        (FOLDED, {}, None),  # a finer target
+    ],
+)
+def test_only_networks_that_share_the_remaining_levels_are_transplanted(source, target, shift):
+    assert folded_levels(tiny(**source).unet, tiny(**target).unet) == shift
+
+
+def test_a_smaller_student_may_sample_in_as_many_steps_as_its_teacher():
+    """Distilling one step into one step is refused for the same network, taken for another one."""
+    teacher = Teacher(torch.nn.Identity(), tiny(**{"sampling.steps": 1}), "t.pt")
+    check_teacher(teacher, tiny(**FOLDED, **{"sampling.steps": 1}))
+    with pytest.raises(UsageError, match="another network"):
+        check_teacher(teacher, tiny(**{"sampling.steps": 1}))

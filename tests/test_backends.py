@@ -28,6 +28,13 @@ PASTED_EDM = {
     "diffusion.sigma_data": 0.2,
     "sampling.steps": 3,
 }
+# The pasted EDM network with 2x2 input blocks folded into channels (unet.patch_size), one level fewer.
+PATCHED = {
+    **PASTED_EDM,
+    "unet.patch_size": 2,
+    "unet.channel_mult": [1, 2, 2, 4, 4],
+    "unet.attention_levels": [3],
+}
 
 
 def random_network(size: int, **overrides):
@@ -54,7 +61,9 @@ def random_conditioning(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", [{}, PASTED_EDM], ids=["previous-frame", "pasted-edm"])
+@pytest.mark.parametrize(
+    "overrides", [{}, PASTED_EDM, PATCHED], ids=["previous-frame", "pasted-edm", "pasted-edm-patch2"]
+)
 def test_openvino_network_agrees_with_torch(require_openvino, overrides):
     """The compiled graph gives the torch network's output: to float rounding in fp32, to bfloat16's
     precision in bf16, for batch sizes other than the one the graph was exported with."""
@@ -217,7 +226,9 @@ def test_enhance_with_compile_agrees_with_eager(pasted_model, tmp_path, monkeypa
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-@pytest.mark.parametrize("overrides", [{}, PASTED_EDM], ids=["previous-frame", "pasted-edm"])
+@pytest.mark.parametrize(
+    "overrides", [{}, PASTED_EDM, PATCHED], ids=["previous-frame", "pasted-edm", "pasted-edm-patch2"]
+)
 def test_the_network_compiles_as_one_graph(overrides):
     """No graph breaks (fullgraph), so a CUDA graph can hold a whole network call."""
     net, config = random_network(32, **overrides)

@@ -1,7 +1,7 @@
 """Enhance speed and fidelity per backend: eager torch fp32 (today's default), torch bf16, OpenVINO bf16.
 
 Usage: python benchmarks/bench_backends.py [--clips ~/facenhance-data/test32] [--videos 8] [--frames 8]
-       [--threads 1] [--rounds 2] [--model models/facenhance-small-v6.pt]
+       [--threads 1] [--rounds 2] [--model models/facenhance-small-v7.pt]
 Two workloads: the README's quick start (examples/low.mp4, 32 frames, one video) and a batch of --videos
 prepared test clips cut to --frames frames (2 videos per call, 8 frames per call, as `enhance` does on
 the CPU). Rounds interleave the backends (A/B/C, A/B/C, ...); ms per frame is the whole `enhance_videos`
@@ -34,7 +34,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "facenhance-small-v6.pt")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "facenhance-small-v7.pt")
     parser.add_argument(
         "--backends", default=BACKENDS, help="backend:precision list; the first is the baseline"
     )

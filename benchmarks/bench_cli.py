@@ -12,7 +12,8 @@ behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs 
 `openvino-fpc2` with 2 frames of a video per call; `torch-bf16` torch in bf16; `default` no flags (auto
 backend and precision: what the README's quick start runs); `v5` the same with `--model facenhance-small-v5`
 (the 4-step model the default is distilled from; it is no longer in the tree: `git show
-2880ac8:models/facenhance-small-v5.pt` into a folder named by FACENHANCE_MODELS).
+2880ac8:models/facenhance-small-v5.pt` into a folder named by FACENHANCE_MODELS); `model` the same with
+`--model $FACENHANCE_BENCH_MODEL` (a name or path; default facenhance-small-v6, the default before v7: `git show HEAD~1:models/facenhance-small-v6.pt` from the commit that replaced it).
 Per command: wall seconds min / median over rounds, system CPU seconds and peak memory (max RSS) of the
 median round, and PSNR against the ground truth (every frame) with its change against the first variant.
 """
@@ -43,6 +44,8 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "default": ({}, []),  # what a user gets: --backend auto --precision auto
     # The 4-step model the one-step default was distilled from, with the same auto backend and precision.
     "v5": ({}, ["--model", "facenhance-small-v5"]),
+    # Any model by name or path, with the auto backend and precision: FACENHANCE_BENCH_MODEL.
+    "model": ({}, ["--model", os.environ.get("FACENHANCE_BENCH_MODEL", "facenhance-small-v6")]),
 }
 
 

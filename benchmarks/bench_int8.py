@@ -25,7 +25,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path.home() / "facenhance-data" / "test32")
     parser.add_argument("--videos", type=int, default=8)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "facenhance-small-v6.pt")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "facenhance-small-v7.pt")
     return parser.parse_args()
 
 

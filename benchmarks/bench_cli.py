@@ -13,7 +13,7 @@ behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs 
 backend and precision: what the README's quick start runs); `v5` the same with `--model facenhance-small-v5`
 (the 4-step model the default is distilled from; it is no longer in the tree: `git show
 2880ac8:models/facenhance-small-v5.pt` into a folder named by FACENHANCE_MODELS); `model` the same with
-`--model $FACENHANCE_BENCH_MODEL` (a name or path; default facenhance-small-v6, the default before v7: `git show HEAD~1:models/facenhance-small-v6.pt` from the commit that replaced it).
+`--model $FACENHANCE_BENCH_MODEL` (a name or path; default facenhance-small-v6, the default before v7: `git show 1d07c14~1:models/facenhance-small-v6.pt`).
 Per command: wall seconds min / median over rounds, system CPU seconds and peak memory (max RSS) of the
 median round, and PSNR against the ground truth (every frame) with its change against the first variant.
 """

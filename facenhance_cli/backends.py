@@ -38,7 +38,8 @@ def openvino_installed() -> bool:
 def resolve_backend(name: str, device: str) -> str:
     """`auto` -> torch; openvino only by name (an unusable choice is a usage error).
 
-    With a one-step default model (v6, v7) eager torch is as fast or faster everywhere
+    With the one-step model facenhance-small-v6 (v7, the default now, does half its network work and was not
+    compared with OpenVINO) eager torch was as fast or faster everywhere
     (benchmarks/bench_cli.py, whole commands, 2-core Zen 4 with AVX512-BF16, 2026-12-06): the quick start
     3.7 s in torch bf16 against 4.2 s in OpenVINO bf16 (OpenVINO's start-up and graph load no longer pay
     for themselves over 32 calls), 8 videos x 32 frames 16.1 against 15.5 s (median); without native

@@ -60,6 +60,11 @@ class UNetConfig:
     patch_size: int = 1
 
     @property
+    def level_channels(self) -> list[int]:
+        """Channels at each level, finest first: base_channels times each multiplier."""
+        return [self.base_channels * mult for mult in self.channel_mult]
+
+    @property
     def stacked_fields(self) -> tuple[tuple[str, int], ...]:
         """The Conditioning fields stacked on x_t's channels, in order, with their channel counts.
 
@@ -254,8 +259,8 @@ def _check_network(u: UNetConfig, encoder: EncoderConfig, d: DiffusionConfig) ->
         )
     if any(not 0 <= lvl < n_levels for lvl in u.attention_levels):
         raise UsageError(f"unet.attention_levels {u.attention_levels} outside 0..{n_levels - 1}")
-    for mult in u.channel_mult:
-        if (u.base_channels * mult) % u.groups:
+    for channels in u.level_channels:
+        if channels % u.groups:
             raise UsageError("unet.base_channels * each multiplier must be divisible by unet.groups")
     if u.use_expression_encoder and not u.attention_levels:
         raise UsageError("the expression encoder needs at least one attention level to join")
@@ -266,7 +271,7 @@ def _check_network(u: UNetConfig, encoder: EncoderConfig, d: DiffusionConfig) ->
             "unet.use_edit_mask needs unet.use_pasted_frame and diffusion.preconditioning = 'edm'"
         )
     for level in u.attention_levels:
-        channels = u.base_channels * u.channel_mult[level]
+        channels = u.level_channels[level]
         if u.head_channels <= 0 or channels % u.head_channels:
             raise UsageError(
                 f"unet.head_channels {u.head_channels} must divide the {channels} channels of level {level}"

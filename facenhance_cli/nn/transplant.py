@@ -20,10 +20,6 @@ _FROM_FINEST = re.compile(r"^(down|downsample|token_proj)\.(\d+)\.(.*)$")
 _FRESH = ("input_conv.", "out.")  # the input and output layers see other tensors: never transplanted
 
 
-def _level_widths(u: UNetConfig) -> list[int]:
-    return [u.base_channels * m for m in u.channel_mult]
-
-
 def folded_levels(source: UNetConfig, target: UNetConfig) -> int | None:
     """How many of `source`'s finest levels `target`'s larger patch folds away; None when its levels are
     not `source`'s remaining ones (other widths, attention, blocks or inputs)."""
@@ -32,7 +28,7 @@ def folded_levels(source: UNetConfig, target: UNetConfig) -> int | None:
     if shift < 1 or 2**shift != ratio:
         return None
     same = (
-        _level_widths(source)[shift:] == _level_widths(target)
+        source.level_channels[shift:] == target.level_channels
         and [lvl - shift for lvl in source.attention_levels] == list(target.attention_levels)
         and source.base_channels * source.time_embed_mult == target.base_channels * target.time_embed_mult
         and (source.num_res_blocks, source.head_channels, source.groups, source.stacked_fields)

@@ -31,7 +31,7 @@ class ConditionalUNet(nn.Module):
         super().__init__()
         u: UNetConfig = config.unet
         self.config = config
-        ch = [u.base_channels * m for m in u.channel_mult]
+        ch = u.level_channels
         emb_dim = u.base_channels * u.time_embed_mult
         self.time_embed = nn.Sequential(
             nn.Linear(u.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)

@@ -10,7 +10,8 @@ behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs 
 `openvino-bf16` the OpenVINO backend; `torch-1thread` torch with one thread; `torch-passive` and
 `torch-active` torch with idle threads sleeping or spinning (OMP_WAIT_POLICY); `torch-fpc2` and
 `openvino-fpc2` with 2 frames of a video per call; `torch-bf16` torch in bf16; `default` no flags (auto
-backend and precision: what the README's quick start runs); `v5` the same with `--model facenhance-small-v5`
+backend and precision: what the README's quick start runs); `full-exit` the same with the interpreter's
+full teardown at exit (FACENHANCE_FULL_EXIT=1, the behaviour before `main` skipped it); `v5` the same with `--model facenhance-small-v5`
 (the 4-step model the default is distilled from; it is no longer in the tree: `git show
 2880ac8:models/facenhance-small-v5.pt` into a folder named by FACENHANCE_MODELS); `model` the same with
 `--model $FACENHANCE_BENCH_MODEL` (a name or path; default facenhance-small-v6, the default before v7: `git show 1d07c14~1:models/facenhance-small-v6.pt`).
@@ -42,6 +43,8 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "openvino-bf16": ({}, ["--backend", "openvino", "--precision", "bf16"]),
     "torch-bf16": ({}, ["--backend", "torch", "--precision", "bf16"]),
     "default": ({}, []),  # what a user gets: --backend auto --precision auto
+    # The default with the interpreter's full teardown at exit (the behaviour before the fast exit).
+    "full-exit": ({"FACENHANCE_FULL_EXIT": "1"}, []),
     # The 4-step model the one-step default was distilled from, with the same auto backend and precision.
     "v5": ({}, ["--model", "facenhance-small-v5"]),
     # Any model by name or path, with the auto backend and precision: FACENHANCE_BENCH_MODEL.

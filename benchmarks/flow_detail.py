@@ -39,7 +39,10 @@ def low_flows(identity: np.ndarray, low: np.ndarray, matrix: np.ndarray) -> np.n
     size, low_size = identity.shape[0], low.shape[1]
     k = size / low_size
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    gray = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_CUBIC) for f in low]
+    gray = [
+        cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_CUBIC)
+        for f in low
+    ]
     linear, offset = matrix[:, :2], matrix[:, 2]
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     points = np.stack([xs, ys], -1)  # (S, S, 2) identity px

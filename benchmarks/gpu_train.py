@@ -2,7 +2,7 @@
 packed data with the largest batch that fits, then distil that teacher into a one-step student; both are
 exported and split into parts small enough for the device tool to bring back (16 MiB each).
 
-Usage (gpu_train.sh runs it there): python benchmarks/gpu_train.py DATA OUT [--init MODEL]
+Usage (gpu_train.sh runs it there): python benchmarks/gpu_train.py DATA OUT [--init MODEL] [--student-init MODEL]
        [--denoise-minutes 5] [--distill-minutes 2.5] [--device cuda] [--lr 5e-4]
 Writes OUT/teacher.pt.part-*, OUT/student.pt.part-* (rejoin with `cat NAME.part-* > NAME.pt`), OUT/*.jsonl
 (the runs' logs) and OUT/summary.json (batch, steps, seconds, validation losses).
@@ -11,6 +11,7 @@ Writes OUT/teacher.pt.part-*, OUT/student.pt.part-* (rejoin with `cat NAME.part-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -25,7 +26,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--init", default=None, help="model to start from (default: the shipped default)")
+    parser.add_argument("--init", default=None, help="the teacher's start (default: the shipped default)")
+    parser.add_argument(
+        "--student-init", default=None,
+        help="the student's network and start, e.g. the shipped patch-2 default with --init its 4-step "
+        "ancestor (default: the teacher's network, from the teacher)",
+    )  # fmt: skip
     parser.add_argument("--denoise-minutes", type=float, default=5.0)
     parser.add_argument("--distill-minutes", type=float, default=2.5)
     parser.add_argument("--device", default="cuda")
@@ -93,6 +99,19 @@ def run_phase(args, name: str, config, init_state, minutes: float, teacher=None)
     return {**summary, "wall_seconds": time.perf_counter() - started}
 
 
+def student_start(args, teacher_config, teacher_state: dict) -> tuple:
+    """The student's config (one step, distilling) and first weights: --student-init's network and weights
+    (its training settings the teacher's), or the teacher's own."""
+    from facenhance_cli.checkpoint import load_for_inference
+    from facenhance_cli.weights import find_model
+
+    config = teacher_config.replace(**{"training.objective": "distill", "sampling.steps": 1})
+    if args.student_init is None:
+        return config, teacher_state
+    student = load_for_inference(find_model(args.student_init))
+    return dataclasses.replace(config, unet=student.config.unet), student.network.state_dict()
+
+
 def split_file(path: Path) -> None:
     """PATH -> PATH.part-00, -01, ... of PART_BYTES each (the device tool returns files of 16 MiB at most)."""
     data = path.read_bytes()
@@ -129,9 +148,10 @@ def main() -> None:
         args, "teacher", teacher_config, init.network.state_dict(), args.denoise_minutes
     )
     teacher = teacher_from(load_for_inference(args.out / "teacher.pt", args.device))
-    student_config = teacher_config.replace(**{"training.objective": "distill", "sampling.steps": 1})
+    student_config, student_state = student_start(args, teacher_config, teacher.network.state_dict())
+    report["student_init"] = args.student_init or "the teacher"
     report["distill"] = run_phase(
-        args, "student", student_config, teacher.network.state_dict(), args.distill_minutes, teacher
+        args, "student", student_config, student_state, args.distill_minutes, teacher
     )
     for name in ("teacher", "student"):
         split_file(args.out / f"{name}.pt")

@@ -7,6 +7,9 @@
 # OpenCV reads the packed H.264 clips, so PyAV's 35 MB wheel need not travel):
 #   python benchmarks/pack_train_data.py ~/facenhance-data/all64 gpu_data/train.tar     # 37 MiB
 #   pip download platformdirs --no-deps --only-binary=:all: --python-version 3.12 -d .whl/
+# Optional, a teacher that is a full denoiser (the shipped default is a one-step patch-2 student): its 4-step
+# ancestor, 20 MiB more to carry (57 MiB with the pack), and the student then starts as the shipped default:
+#   git show 2880ac8:models/facenhance-small-v5.pt > gpu_data/teacher-init.pt
 # The call (device tool): command "bash benchmarks/gpu_train.sh", carry ["gpu_data", ".whl"], timeout_s 600.
 # After it, here: cat teacher.pt.part-* > teacher.pt; cat student.pt.part-* > student.pt; then
 #   facenhance enhance ... --model student.pt, facenhance eval ... as for any model (docs/quality.md).
@@ -24,6 +27,10 @@ DATA="${DATA_DIR:-/tmp/gpu-train-data}"
 mkdir -p "$DATA"
 tar -xf gpu_data/train.tar -C "$DATA"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-timeout 540 "$PY" benchmarks/gpu_train.py "$DATA/data" "$OUT" --device "${DEVICE:-cuda}" \
+INIT=()
+if [ -f gpu_data/teacher-init.pt ]; then
+  INIT=(--init gpu_data/teacher-init.pt --student-init "${STUDENT_INIT:-facenhance-small-v7}")
+fi
+timeout 540 "$PY" benchmarks/gpu_train.py "$DATA/data" "$OUT" --device "${DEVICE:-cuda}" ${INIT[@]+"${INIT[@]}"} \
   --denoise-minutes "${DENOISE_MIN:-5}" --distill-minutes "${DISTILL_MIN:-2.5}" --workers "${WORKERS:-16}"
 ls -la "$OUT"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import make_prepared_dataset
 
 from facenhance_cli.checkpoint import load_for_inference, save_checkpoint
@@ -69,3 +70,30 @@ def test_packed_data_trains_a_teacher_and_a_student_without_pyav(tmp_path, monke
         model = load_for_inference(tmp_path / f"{name}.pt")
         assert model.config.sampling.steps == steps and model.config.training.batch_size == 4
     assert load_for_inference(tmp_path / "student.pt").meta["distilled_from"].startswith("teacher (ddim 4")
+
+
+def test_the_student_can_start_as_another_network(tmp_path):
+    """--student-init: the student takes that model's network (a patch-2 one here) and weights, and the
+    teacher's training settings; without it the student is the teacher's network and weights."""
+    import argparse
+
+    from test_patch import FOLDED, tiny
+
+    teacher_config = tiny().replace(**{"training.batch_size": 4, "sampling.steps": 4})
+    teacher_state = build_network(teacher_config).state_dict()
+    folded = tiny(**FOLDED)
+    student_net = build_network(folded)
+    start = save_checkpoint(tmp_path / "student.pt", folded, student_net.state_dict())
+    gpu_train = load_script("gpu_train")
+    config, state = gpu_train.student_start(
+        argparse.Namespace(student_init=str(start)), teacher_config, teacher_state
+    )
+    assert config.unet == folded.unet and config.unet.patch_size == 2
+    assert config.training.objective == "distill" and config.sampling.steps == 1
+    assert config.training.batch_size == 4  # the teacher's settings
+    assert state.keys() == student_net.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in student_net.state_dict().items())
+    config, state = gpu_train.student_start(
+        argparse.Namespace(student_init=None), teacher_config, teacher_state
+    )
+    assert config.unet == teacher_config.unet and state is teacher_state

@@ -109,13 +109,15 @@ def frame_images(
     pasted = mask = gate = None
     if paste_matrix is None:
         return FrameImages(identity_image, low_frame, prev_frame)
+    size = identity_image.shape[0]
+    warped = pasting.warp_low_face(low_frame, paste_matrix, size)  # shared by the three below
     if "pasted_frame" in stacked:
         sigma = config.conditioning.paste_detail_sigma
-        pasted = pasting.paste_low_face(identity_image, low_frame, paste_matrix, sigma)
+        pasted = pasting.paste_low_face(identity_image, low_frame, paste_matrix, sigma, warped)
     if "edit_mask" in stacked:
-        mask = pasting.edit_mask(low_frame, paste_matrix, identity_image.shape[0])[..., None]
+        mask = pasting.edit_mask(low_frame, paste_matrix, size, warped)[..., None]
     if levels > 0:
-        gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels)[..., None]
+        gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels, warped)[..., None]
     return FrameImages(identity_image, low_frame, prev_frame, pasted, mask, gate)
 
 

@@ -10,6 +10,7 @@ model. Every low frame of a video is then warped with it and feathered onto the 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -132,24 +133,46 @@ def _default_matrix(size: int, low_size: int) -> np.ndarray:
     return np.array([[scale, 0.0, offset], [0.0, scale, offset]])
 
 
+@dataclass(frozen=True)
+class WarpedLowFace:
+    """One low frame's face warped into the identity image: what the paste, the gate and the edit mask
+    share, so a frame's conditioning warps it once."""
+
+    face: np.ndarray  # (S, S, 3) uint8: the low frame warped (bicubic)
+    coverage: np.ndarray  # (S, S) float32 in [0, 1]: its face mask warped (bilinear), not yet feathered
+
+
+def warp_low_face(low_frame: np.ndarray, matrix: np.ndarray, size: int) -> WarpedLowFace:
+    """The (L, L, 3) uint8 low frame and its face mask warped by `matrix` (low px -> identity px)."""
+    import cv2
+
+    face = cv2.warpAffine(low_frame, matrix, (size, size), flags=cv2.INTER_CUBIC)  # (S, S, 3)
+    coverage = cv2.warpAffine(low_face_mask(low_frame), matrix, (size, size), flags=cv2.INTER_LINEAR)
+    return WarpedLowFace(face, coverage)
+
+
 def paste_low_face(
-    identity_image: np.ndarray, low_frame: np.ndarray, matrix: np.ndarray, detail_sigma: float = 0.0
+    identity_image: np.ndarray,
+    low_frame: np.ndarray,
+    matrix: np.ndarray,
+    detail_sigma: float = 0.0,
+    warped: WarpedLowFace | None = None,
 ) -> np.ndarray:
     """(S, S, 3) uint8: the low frame's face warped by `matrix` (low px -> identity px), feathered in.
 
     With `detail_sigma` > 0 (px), inside the face only the paste's change at scales above a Gaussian of
     that sigma is applied: identity + alpha (G(paste) - G(identity)). The low face, upscaled ~2-3x, has no
     finer detail of its own, and where the expression leaves the skin as it was, the identity's pores,
-    hair and eyelashes are the truth's (a detail transfer; benchmarks/trivial_estimators.py).
+    hair and eyelashes are the truth's (a detail transfer; benchmarks/trivial_estimators.py). `warped`:
+    `warp_low_face`'s result for this frame, when already computed.
     """
     import cv2
 
     size = identity_image.shape[0]
-    face = cv2.warpAffine(low_frame, matrix, (size, size), flags=cv2.INTER_CUBIC)  # (S, S, 3)
-    alpha = cv2.warpAffine(low_face_mask(low_frame), matrix, (size, size), flags=cv2.INTER_LINEAR)
-    alpha = cv2.GaussianBlur(alpha, (0, 0), FEATHER_SIGMA)[..., None]  # (S, S, 1) in [0, 1]
+    warped = warped or warp_low_face(low_frame, matrix, size)
+    alpha = cv2.GaussianBlur(warped.coverage, (0, 0), FEATHER_SIGMA)[..., None]  # (S, S, 1) in [0, 1]
     identity = identity_image.astype(np.float32)
-    pasted = alpha * face.astype(np.float32) + (1.0 - alpha) * identity
+    pasted = alpha * warped.face.astype(np.float32) + (1.0 - alpha) * identity
     if detail_sigma > 0:
         change = cv2.GaussianBlur(pasted, (0, 0), detail_sigma) - cv2.GaussianBlur(
             identity, (0, 0), detail_sigma
@@ -165,7 +188,11 @@ GATE_SIGMA = 2.0  # px: the scale of "coarse change", as the detail paste's sigm
 
 
 def expression_gate(
-    identity_image: np.ndarray, low_frame: np.ndarray, matrix: np.ndarray, levels: float
+    identity_image: np.ndarray,
+    low_frame: np.ndarray,
+    matrix: np.ndarray,
+    levels: float,
+    warped: WarpedLowFace | None = None,
 ) -> np.ndarray:
     """(S, S) float32 in [0, 1]: where the low face changed the identity's coarse appearance, grown.
 
@@ -178,7 +205,7 @@ def expression_gate(
 
     size = identity_image.shape[0]
     identity = identity_image.astype(np.float32)
-    pasted = paste_low_face(identity_image, low_frame, matrix).astype(np.float32)
+    pasted = paste_low_face(identity_image, low_frame, matrix, warped=warped).astype(np.float32)
     change = np.abs(
         cv2.GaussianBlur(pasted, (0, 0), GATE_SIGMA) - cv2.GaussianBlur(identity, (0, 0), GATE_SIGMA)
     ).mean(axis=-1)  # (S, S) levels
@@ -188,12 +215,14 @@ def expression_gate(
     return np.clip(cv2.GaussianBlur(gate, (0, 0), grow / 2), 0.0, 1.0).astype(np.float32)
 
 
-def edit_mask(low_frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+def edit_mask(
+    low_frame: np.ndarray, matrix: np.ndarray, size: int, warped: WarpedLowFace | None = None
+) -> np.ndarray:
     """(S, S) float32 in [0, 1]: where a model may change the identity image (the pasted face, grown)."""
     import cv2
 
     scale = size / 192
-    face = cv2.warpAffine(low_face_mask(low_frame), matrix, (size, size), flags=cv2.INTER_LINEAR) > 0
+    face = (warped or warp_low_face(low_frame, matrix, size)).coverage > 0
     radius = max(1, round(EDIT_MARGIN * scale))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     grown = cv2.dilate(face.astype(np.uint8), kernel).astype(np.float32)

@@ -151,3 +151,24 @@ def test_expression_gate_opens_only_where_the_low_face_changed_the_identity():
     assert (
         gate.dtype == np.float32 and gate.shape == identity.shape[:2] and 0 <= gate.min() <= gate.max() <= 1
     )
+
+
+def test_a_frames_conditioning_warps_the_low_face_once_and_gives_what_each_function_gives():
+    """frame_images shares one `warp_low_face` among the paste, the edit mask and the gate: the same
+    arrays, bit for bit, as each function warping the frame itself."""
+    from facenhance_cli.conditioning import frame_images
+    from facenhance_cli.config import load_preset
+    from facenhance_cli.pasting import edit_mask, expression_gate
+
+    config = load_preset("small").replace(**{"conditioning.edit_gate_levels": 12.0})  # as the shipped model
+    assert config.conditioning.edit_gate_levels > 0 and config.conditioning.paste_detail_sigma > 0
+    identity = textured_image()
+    matrix = similarity(2.1, 9.0, 30.0, 20.0)
+    low = low_face_of(identity, matrix)
+    low[40:48, 24:40] = [250, 10, 10]
+    images = frame_images(config, identity, low, matrix)
+    detail = paste_low_face(identity, low, matrix, config.conditioning.paste_detail_sigma)
+    assert np.array_equal(images.pasted_frame, detail)
+    assert np.array_equal(images.edit_mask[..., 0], edit_mask(low, matrix, 192))
+    gate = expression_gate(identity, low, matrix, config.conditioning.edit_gate_levels)
+    assert np.array_equal(images.edit_gate[..., 0], gate) and gate.max() > 0.9

@@ -1,9 +1,9 @@
 """How much PSNR could an edit confined to a region buy? Oracles scored beside a model by `eval`'s own code.
 
-Each oracle is the model's output with the truth pasted in over one region (feathered as the region is):
-  face-oracle   the paste's face (the low frame's non-black pixels, warped as the paste warps them),
-  mask-oracle   the edit mask a model may change (`pasting.edit_mask`: the face grown by 16 px),
-  grown-oracle  the edit mask grown by 16 px more.
+Each oracle is the model's output with the truth blended in over one region, by the region's weight:
+  face-oracle   the low frame's face (its non-black pixels) warped as the paste warps them, not feathered,
+  mask-oracle   the edit mask a model may change (`pasting.edit_mask`: the face grown by 16 px, feathered),
+  grown-oracle  the edit mask grown by 16 px more and blurred by a 4 px Gaussian.
 Nothing else changes, so each oracle's PSNR is the ceiling for a perfect edit there, on the same truth
 (`--align-truth`: the head-aligned truth of the quality issue) and the same frames as `eval` scores.
 The oracles are added to `eval`'s baselines for the run (the module's `baseline_videos` and `load_clip`

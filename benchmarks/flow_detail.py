@@ -4,10 +4,11 @@ Each prepared test clip's identity image is warped, inside the edit mask, by den
 DIS, medium preset) from low frame n to low frame 0, and the paste's coarse layer put back:
 warped + G(paste) - G(warped), G a 2 px Gaussian. The flow is measured one of two ways:
   low      on the low frames upsampled to the identity's size, carried into the identity image through
-           the paste's similarity (the maintainers' version), optionally tapered to 0 across the edit
-           mask's margin (--taper SIGMA) so that the warp meets the still identity without a seam;
+           the paste's affine registration (the maintainers' version);
   paste    on the pastes themselves (identity coordinates; the background is the identity image in both,
            so the flow falls to 0 outside the face by itself).
+Either may be tapered to 0 across the edit mask's margin (--taper SIGMA: the flow times mask x G(mask)) so
+that the warp meets the still identity without a seam.
 With --net DIR (a model's `enhance --lossless` outputs, one NAME.mkv per clip) it also writes the model's
 output with its finer detail replaced by the warped identity's inside the edit mask:
 G(output) + warped - G(warped). docs/experiments.md row 26 holds what this scored.

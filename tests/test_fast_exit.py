@@ -69,3 +69,30 @@ def test_fast_exit_keeps_a_failures_line_and_code(clip_and_model):
         assert proc.returncode == 1
         assert proc.stderr.strip() == f"error: cannot read image {clip / 'bad.png'}"
         assert not (clip / "o.mkv").exists()
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/dev/full"), reason="needs Linux's /dev/full (a disk that is always full)"
+)
+def test_fast_exit_keeps_a_failed_write_a_failure(clip_and_model):
+    """stdout on a full disk: the report cannot be written, and the exit code says so either way."""
+    clip, model = clip_and_model
+    out = clip / "out.mkv"
+    assert (
+        cli(
+            "enhance", clip / "in.mp4", "-i", clip / "id.png", "-o", out, "-m", model, full_exit=False
+        ).returncode
+        == 0
+    )
+    for full_exit in (True, False):
+        env = {**os.environ, "FACENHANCE_FULL_EXIT": "1" if full_exit else "0"}
+        command = [sys.executable, "-m", "facenhance_cli", "eval", str(out), "--gt", str(out), "--metrics", "psnr",
+                   "--baseline", "", "--json", "-"]  # fmt: skip
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(
+                command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=env
+            )
+        assert proc.returncode == 1
+        assert (
+            proc.stderr.strip().splitlines()[-1].startswith("error: a write failed: No space left on device")
+        )

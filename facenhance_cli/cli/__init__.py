@@ -122,12 +122,30 @@ def _leave(code: int) -> NoReturn:
     import logging
 
     logging.shutdown()
+    if not _flush_all() and code == 0:
+        code = 120  # what Python's own exit returns when it cannot flush stdout (a full disk)
+    os._exit(code)
+
+
+def _flush_all() -> bool:
+    """Flush Python's standard streams and the C library's (what native code printed); False when output
+    was lost (a closed pipe is not a loss: its reader went away)."""
+    import ctypes
+    import sys
+
+    flushed = True
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+        except BrokenPipeError:
             pass
-    os._exit(code)
+        except (OSError, ValueError):
+            flushed = False
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to ask (not on Linux or macOS)
+        pass
+    return flushed
 
 
 def _has_children() -> bool:

@@ -1,7 +1,7 @@
 """Enhance speed and fidelity per backend: eager torch fp32 (today's default), torch bf16, OpenVINO bf16.
 
 Usage: python benchmarks/bench_backends.py [--clips ~/facenhance-data/test32] [--videos 8] [--frames 8]
-       [--threads 1] [--rounds 2] [--model models/facenhance-small-v7.pt]
+       [--threads 1] [--rounds 2] [--model models/<the default>.pt]
 Two workloads: the README's quick start (examples/low.mp4, 32 frames, one video) and a batch of --videos
 prepared test clips cut to --frames frames (2 videos per call, 8 frames per call, as `enhance` does on
 the CPU). Rounds interleave the backends (A/B/C, A/B/C, ...); ms per frame is the whole `enhance_videos`
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from facenhance_cli.threads import plan_threads
+from facenhance_cli.weights import DEFAULT_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = "torch:fp32,torch:bf16,openvino:bf16"
@@ -34,7 +35,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "facenhance-small-v7.pt")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / f"{DEFAULT_MODEL}.pt")
     parser.add_argument(
         "--backends", default=BACKENDS, help="backend:precision list; the first is the baseline"
     )

@@ -1,6 +1,6 @@
 """Network ms per frame against frames per call, per layout and backend, on this machine's CPU.
 
-Usage: python benchmarks/bench_batch.py [--model models/facenhance-small-v7.pt] [--batches 1,2,4,8,16]
+Usage: python benchmarks/bench_batch.py [--model models/<the default>.pt] [--batches 1,2,4,8,16]
        [--variants torch-nchw,torch-cl,openvino] [--rounds 5] [--threads N]
 The shipped model's network is called with enhance's inputs (random images of the right shapes); rounds
 interleave every variant and batch (A/B/C, A/B/C, ...) so a shared machine's load falls on all alike.
@@ -15,12 +15,14 @@ import statistics
 import time
 from pathlib import Path
 
+from facenhance_cli.weights import DEFAULT_MODEL
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "facenhance-small-v7.pt")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / f"{DEFAULT_MODEL}.pt")
     parser.add_argument("--batches", default="1,2,4,8,16")
     parser.add_argument("--variants", default="torch-nchw,torch-cl,openvino")
     parser.add_argument("--rounds", type=int, default=5)

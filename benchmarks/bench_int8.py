@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from facenhance_cli.weights import DEFAULT_MODEL
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -25,7 +27,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=Path, default=Path.home() / "facenhance-data" / "test32")
     parser.add_argument("--videos", type=int, default=8)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "facenhance-small-v7.pt")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / f"{DEFAULT_MODEL}.pt")
     return parser.parse_args()
 
 

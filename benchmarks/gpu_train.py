@@ -29,8 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--init", default=None, help="the teacher's start (default: the shipped default)")
     parser.add_argument(
         "--student-init", default=None,
-        help="the student's network and start, e.g. the shipped patch-2 default with --init its 4-step "
-        "ancestor (default: the teacher's network, from the teacher)",
+        help="the student's network and start ('default': the shipped default, a patch-2 student, with --init "
+        "its 4-step ancestor); without it the student is the teacher's network, from the teacher",
     )  # fmt: skip
     parser.add_argument("--denoise-minutes", type=float, default=5.0)
     parser.add_argument("--distill-minutes", type=float, default=2.5)
@@ -108,7 +108,7 @@ def student_start(args, teacher_config, teacher_state: dict) -> tuple:
     config = teacher_config.replace(**{"training.objective": "distill", "sampling.steps": 1})
     if args.student_init is None:
         return config, teacher_state
-    student = load_for_inference(find_model(args.student_init))
+    student = load_for_inference(find_model(None if args.student_init == "default" else args.student_init))
     return dataclasses.replace(config, unet=student.config.unet), student.network.state_dict()
 
 

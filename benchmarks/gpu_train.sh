@@ -29,7 +29,7 @@ tar -xf gpu_data/train.tar -C "$DATA"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 INIT=()
 if [ -f gpu_data/teacher-init.pt ]; then
-  INIT=(--init gpu_data/teacher-init.pt --student-init "${STUDENT_INIT:-facenhance-small-v7}")
+  INIT=(--init gpu_data/teacher-init.pt --student-init "${STUDENT_INIT:-default}")
 fi
 timeout 540 "$PY" benchmarks/gpu_train.py "$DATA/data" "$OUT" --device "${DEVICE:-cuda}" ${INIT[@]+"${INIT[@]}"} \
   --denoise-minutes "${DENOISE_MIN:-5}" --distill-minutes "${DISTILL_MIN:-2.5}" --workers "${WORKERS:-16}"

@@ -115,7 +115,8 @@ def frame_images(
         sigma = config.conditioning.paste_detail_sigma
         pasted = pasting.paste_low_face(identity_image, low_frame, paste_matrix, sigma, warped)
     if "edit_mask" in stacked:
-        mask = pasting.edit_mask(low_frame, paste_matrix, size, warped)[..., None]
+        margin = config.conditioning.edit_margin
+        mask = pasting.edit_mask(low_frame, paste_matrix, size, warped, margin)[..., None]
     if levels > 0:
         gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels, warped)[..., None]
     return FrameImages(identity_image, low_frame, prev_frame, pasted, mask, gate)

@@ -138,6 +138,10 @@ class ConditioningConfig:
     # face changed the identity's coarse appearance by more than about this much, grown
     # (`pasting.expression_gate`): the identity image's own pixels stay where the expression left them.
     edit_gate_levels: float = 0.0
+    # px at 192 (scaled with the size): how far beyond the pasted face a model with an edit mask may change
+    # the identity image (`pasting.edit_mask`). Jaw, brows and hair move around the face; experiments row 27
+    # measured what a wider region could buy.
+    edit_margin: int = 16
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,8 @@ class FacenhanceConfig:
         _check_network(self.unet, self.encoder, self.diffusion)
         _check_schedule_and_sampling(self.diffusion, self.sampling, self.conditioning)
         _check_training(self.training)
+        if self.conditioning.edit_margin < 1:
+            raise UsageError("conditioning.edit_margin must be at least 1 px")
         if self.conditioning.edit_gate_levels > 0 and not self.unet.use_edit_mask:
             raise UsageError("conditioning.edit_gate_levels needs unet.use_edit_mask (an EDM edit to gate)")
         if self.training.loss_scale == "relative" and not (

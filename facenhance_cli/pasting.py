@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facenhance_cli.config import ConditioningConfig
+
 BLACK_LEVEL = 12  # low-frame pixels at or below this (all channels) are background; codecs leave noise
 FEATHER_SIGMA = 2.0  # px at the identity's size: blur of the pasted face's edge
 # Identity px per low px for prepare's defaults (192 from 64, crop scale 1.8): 1.3 .. 2.7; other sizes
@@ -21,10 +23,10 @@ FEATHER_SIGMA = 2.0  # px at the identity's size: blur of the pasted face's edge
 SEARCH_SCALES = tuple(1.3 * 1.075**k for k in range(11))
 SEARCH_ANGLES = tuple(range(-24, 25, 8))  # degrees; ECC closes the gaps; crops are seldom tilted more
 MIN_SCORE = 0.75  # below this correlation, a note: the shared clips score 0.93-1.0, other people 0.48-0.68
-# The edit mask: the pasted face grown by EDIT_MARGIN px (at 192 px; jaw, brows and hair move around it)
+# The edit mask: the pasted face grown by a margin (px at 192: `conditioning.edit_margin`, 16 by default)
 # and feathered by EDIT_FEATHER px. Its Gaussian has finite support, so far from the face it is exactly 0
 # and a model that multiplies its edit by it returns the identity image there, bit for bit.
-EDIT_MARGIN = 16
+EDIT_MARGIN = ConditioningConfig.edit_margin
 EDIT_FEATHER = 4.0
 
 
@@ -216,14 +218,19 @@ def expression_gate(
 
 
 def edit_mask(
-    low_frame: np.ndarray, matrix: np.ndarray, size: int, warped: WarpedLowFace | None = None
+    low_frame: np.ndarray,
+    matrix: np.ndarray,
+    size: int,
+    warped: WarpedLowFace | None = None,
+    margin: int = EDIT_MARGIN,
 ) -> np.ndarray:
-    """(S, S) float32 in [0, 1]: where a model may change the identity image (the pasted face, grown)."""
+    """(S, S) float32 in [0, 1]: where a model may change the identity image (the pasted face, grown by
+    `margin` px at 192)."""
     import cv2
 
     scale = size / 192
     face = (warped or warp_low_face(low_frame, matrix, size)).coverage > 0
-    radius = max(1, round(EDIT_MARGIN * scale))
+    radius = max(1, round(margin * scale))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     grown = cv2.dilate(face.astype(np.uint8), kernel).astype(np.float32)
     sigma = EDIT_FEATHER * scale

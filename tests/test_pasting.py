@@ -172,3 +172,27 @@ def test_a_frames_conditioning_warps_the_low_face_once_and_gives_what_each_funct
     assert np.array_equal(images.edit_mask[..., 0], edit_mask(low, matrix, 192))
     gate = expression_gate(identity, low, matrix, config.conditioning.edit_gate_levels)
     assert np.array_equal(images.edit_gate[..., 0], gate) and gate.max() > 0.9
+
+
+def test_the_edit_margin_is_the_configs_and_widens_the_mask():
+    """conditioning.edit_margin: the edit mask reaches that far beyond the face (16 px by default, as every
+    shipped model was trained); a wider margin covers the default mask and more, and 0 is refused."""
+    from facenhance_cli.conditioning import frame_images
+    from facenhance_cli.config import load_preset
+    from facenhance_cli.errors import UsageError
+    from facenhance_cli.pasting import EDIT_MARGIN, edit_mask
+
+    config = load_preset("small")
+    assert config.conditioning.edit_margin == EDIT_MARGIN == 16
+    identity = textured_image()
+    matrix = similarity(1.8, 0.0, 40.0, 36.0)
+    low = low_face_of(identity, matrix)
+    narrow = frame_images(config, identity, low, matrix).edit_mask[..., 0]
+    assert np.array_equal(narrow, edit_mask(low, matrix, 192))
+    wide = frame_images(config.replace(**{"conditioning.edit_margin": 32}), identity, low, matrix).edit_mask[
+        ..., 0
+    ]
+    assert np.array_equal(wide, edit_mask(low, matrix, 192, margin=32))
+    assert (wide >= narrow).all() and (wide > 0.5).sum() > 1.2 * (narrow > 0.5).sum()
+    with pytest.raises(UsageError, match="edit_margin"):
+        config.replace(**{"conditioning.edit_margin": 0}).validate()

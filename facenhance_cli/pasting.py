@@ -149,8 +149,14 @@ def warp_low_face(low_frame: np.ndarray, matrix: np.ndarray, size: int) -> Warpe
     import cv2
 
     face = cv2.warpAffine(low_frame, matrix, (size, size), flags=cv2.INTER_CUBIC)  # (S, S, 3)
-    coverage = cv2.warpAffine(low_face_mask(low_frame), matrix, (size, size), flags=cv2.INTER_LINEAR)
-    return WarpedLowFace(face, coverage)
+    return WarpedLowFace(face, _warp_coverage(low_frame, matrix, size))
+
+
+def _warp_coverage(low_frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """(S, S) float32: the low frame's face mask warped (bilinear) by `matrix`."""
+    import cv2
+
+    return cv2.warpAffine(low_face_mask(low_frame), matrix, (size, size), flags=cv2.INTER_LINEAR)
 
 
 def paste_low_face(
@@ -229,7 +235,8 @@ def edit_mask(
     import cv2
 
     scale = size / 192
-    face = (warped or warp_low_face(low_frame, matrix, size)).coverage > 0
+    coverage = warped.coverage if warped is not None else _warp_coverage(low_frame, matrix, size)
+    face = coverage > 0
     radius = max(1, round(margin * scale))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     grown = cv2.dilate(face.astype(np.uint8), kernel).astype(np.float32)

@@ -61,6 +61,7 @@ def inputs(config, batch: int):
         prev_frame=image,
         pasted_frame=image,
         edit_mask=torch.rand(batch, 1, size, size),  # (B, 1, S, S)
+        flow_frame=image,
     )
     return torch.randn(batch, 3, size, size), torch.full((batch,), 500), cond
 

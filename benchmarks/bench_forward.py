@@ -24,7 +24,7 @@ def time_forward(net, batch: int, size: int, device: str, repeat: int, dtype: to
     x = torch.randn(batch, 3, size, size, device=device)
     low = torch.randn(batch, 3, 64, 64, device=device)
     mask = torch.rand(batch, 1, size, size, device=device)
-    cond = Conditioning(x, low, prev_frame=x, pasted_frame=x, edit_mask=mask)
+    cond = Conditioning(x, low, prev_frame=x, pasted_frame=x, edit_mask=mask, flow_frame=x)
     t = torch.randint(0, 1000, (batch,), device=device)
     times = []
     with (

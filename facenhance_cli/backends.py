@@ -175,6 +175,7 @@ def export_openvino(network: nn.Module, config: FacenhanceConfig, fields: list[s
     size, low = config.unet.image_size, config.encoder.low_size
     shapes = {"identity_image": (3, size, size), "low_frame": (3, low, low)}
     shapes.update(prev_frame=(3, size, size), pasted_frame=(3, size, size), edit_mask=(1, size, size))
+    shapes.update(flow_frame=(3, size, size))
     batch = 2
     example = [torch.zeros(batch, 3, size, size), torch.zeros(batch, dtype=torch.long)]
     example += [torch.zeros(batch, *shapes[name]) for name in fields]

@@ -38,6 +38,7 @@ class Conditioning:
     # (B, 1, S, S) ours: where the expression changed the face (`pasting.expression_gate`); multiplies the
     # edit with the mask but is not a network input
     edit_gate: torch.Tensor | None = None
+    flow_frame: torch.Tensor | None = None  # (B, 3, S, S) ours: the identity moved by the low face's flow
 
     @property
     def base(self) -> torch.Tensor:
@@ -66,6 +67,7 @@ class ConditioningChanges(TypedDict, total=False):
     pasted_frame: torch.Tensor | None
     edit_mask: torch.Tensor | None
     edit_gate: torch.Tensor | None
+    flow_frame: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class FrameImages:
     pasted_frame: np.ndarray | None = None  # (S, S, 3)
     edit_mask: np.ndarray | None = None  # (S, S, 1)
     edit_gate: np.ndarray | None = None  # (S, S, 1)
+    flow_frame: np.ndarray | None = None  # (S, S, 3)
 
     def flipped(self) -> FrameImages:
         """Every image mirrored left-right (one flip for all keeps them consistent)."""
@@ -88,7 +91,7 @@ class FrameImages:
 def needs_paste_matrix(config: FacenhanceConfig) -> bool:
     """True when `frame_images` needs where the low face sits in the identity image (`pasting.locate_low_face`)."""
     stacked = {name for name, _ in config.unet.stacked_fields}
-    return bool(stacked & {"pasted_frame", "edit_mask"}) or config.conditioning.edit_gate_levels > 0
+    return bool(stacked & {"pasted_frame", "edit_mask", "flow_frame"}) or config.conditioning.edit_gate_levels > 0
 
 
 def frame_images(
@@ -100,13 +103,13 @@ def frame_images(
 ) -> FrameImages:
     """The fields `config` uses, from uint8 identity (S,S,3) and low (L,L,3) images; `paste_matrix` (2,3)
     maps low px to identity px (needed when `needs_paste_matrix`)."""
-    from facenhance_cli import pasting
+    from facenhance_cli import flowwarp, pasting
 
     stacked = {name for name, _ in config.unet.stacked_fields}
     levels = config.conditioning.edit_gate_levels
     if paste_matrix is None and needs_paste_matrix(config):
         raise ValueError("this model's conditioning needs the paste matrix (pasting.locate_low_face)")
-    pasted = mask = gate = None
+    pasted = mask = gate = flow = None
     if paste_matrix is None:
         return FrameImages(identity_image, low_frame, prev_frame)
     size = identity_image.shape[0]
@@ -119,7 +122,9 @@ def frame_images(
         mask = pasting.edit_mask(low_frame, paste_matrix, size, warped, margin)[..., None]
     if levels > 0:
         gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels, warped)[..., None]
-    return FrameImages(identity_image, low_frame, prev_frame, pasted, mask, gate)
+    if "flow_frame" in stacked:
+        flow = flowwarp.flow_frame(identity_image, low_frame, paste_matrix, warped.coverage)
+    return FrameImages(identity_image, low_frame, prev_frame, pasted, mask, gate, flow)
 
 
 def collate(frames: Sequence[FrameImages], device: str = "cpu") -> Conditioning:
@@ -137,7 +142,7 @@ def collate(frames: Sequence[FrameImages], device: str = "cpu") -> Conditioning:
 
     identity, low = images("identity_image"), images("low_frame")
     assert identity is not None and low is not None  # every frame has them
-    fields = ("prev_frame", "pasted_frame", "edit_mask", "edit_gate")
+    fields = ("prev_frame", "pasted_frame", "edit_mask", "edit_gate", "flow_frame")
     return Conditioning(identity, low, *(images(name) for name in fields))
 
 

@@ -58,6 +58,10 @@ class UNetConfig:
     # ours: > 1 folds each patch_size x patch_size block of the stacked inputs into channels (pixel
     # unshuffle, Shi et al. 2016) and unfolds the output, so level 1 runs at image_size / patch_size
     patch_size: int = 1
+    # ours: the identity image moved by the low face's optical flow (`flowwarp.flow_frame`), concatenated
+    # (3): the identity's own detail where the expression moved it. Stacked last, so a model without it
+    # starts a model with it (`nn.transplant.widen_inputs`: the new input weights start at 0)
+    use_flow_frame: bool = False
 
     @property
     def level_channels(self) -> list[int]:
@@ -77,6 +81,7 @@ class UNetConfig:
             ("low_frame", 3, not self.use_expression_encoder),  # upsampled when E_exp does not take it
             ("pasted_frame", 3, self.use_pasted_frame),
             ("edit_mask", 1, self.use_edit_mask),
+            ("flow_frame", 3, self.use_flow_frame),
         )
         return tuple((name, channels) for name, channels, used in fields if used)
 
@@ -182,6 +187,9 @@ class TrainingConfig:
     # as mean per-frame PSNR does.
     loss_scale: LossScale = "mse"
     objective: Objective = "denoise"
+    # denoise: t is drawn uniformly from [min_timestep, T). T - 1 trains only the noise level a one-step
+    # sampler calls the network at (DDIM 1: x0 from x_T), a student refined on the truth itself.
+    min_timestep: int = 0
     checkpoint_every: int = 5000
     validate_every: int = 5000
     sample_every: int = 5000
@@ -240,6 +248,8 @@ class FacenhanceConfig:
         _check_network(self.unet, self.encoder, self.diffusion)
         _check_schedule_and_sampling(self.diffusion, self.sampling, self.conditioning)
         _check_training(self.training)
+        if not 0 <= self.training.min_timestep < self.diffusion.num_timesteps:
+            raise UsageError("training.min_timestep must be in [0, diffusion.num_timesteps)")
         if self.conditioning.edit_margin < 1:
             raise UsageError("conditioning.edit_margin must be at least 1 px")
         if self.conditioning.edit_gate_levels > 0 and not self.unet.use_edit_mask:

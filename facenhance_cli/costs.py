@@ -31,7 +31,9 @@ def measure_cost(config: FacenhanceConfig) -> ModelCost:
         low = torch.zeros(1, 3, config.encoder.low_size, config.encoder.low_size)
         t = torch.zeros(1, dtype=torch.long)
         mask = torch.zeros(1, 1, size, size)
-        cond = Conditioning(image, low, prev_frame=image, pasted_frame=image, edit_mask=mask)  # all inputs
+        cond = Conditioning(
+            image, low, prev_frame=image, pasted_frame=image, edit_mask=mask, flow_frame=image
+        )  # all inputs
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
             network(image, t, cond)  # unused inputs are ignored

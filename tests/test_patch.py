@@ -10,7 +10,7 @@ from facenhance_cli.conditioning import Conditioning
 from facenhance_cli.config import FacenhanceConfig, load_preset
 from facenhance_cli.costs import measure_cost
 from facenhance_cli.errors import UsageError
-from facenhance_cli.nn.transplant import folded_levels, transplant_state
+from facenhance_cli.nn.transplant import folded_levels, transplant_state, widen_inputs
 from facenhance_cli.nn.unet import build_network
 from facenhance_cli.training.distill import Teacher, check_teacher
 
@@ -94,3 +94,51 @@ def test_a_smaller_student_may_sample_in_as_many_steps_as_its_teacher():
     check_teacher(teacher, tiny(**FOLDED, **{"sampling.steps": 1}))
     with pytest.raises(UsageError, match="another network"):
         check_teacher(teacher, tiny(**{"sampling.steps": 1}))
+
+
+def test_a_network_given_a_new_input_image_starts_as_the_one_without_it():
+    """widen_inputs: the flow frame's input weights start at 0, so the widened network computes what the
+    narrower one did whatever the new image holds; any other difference is refused."""
+    narrow, wide = tiny(**FOLDED), tiny(**FOLDED, **{"unet.use_flow_frame": True})
+    source_net, target_net = build_network(narrow), build_network(wide)
+    merged = widen_inputs(source_net.state_dict(), narrow.unet, wide.unet, target_net.state_dict())
+    assert merged is not None
+    target_net.load_state_dict(merged)
+    x = torch.randn(2, 3, 32, 32)
+    cond = Conditioning(x, torch.randn(2, 3, 64, 64), None, x, torch.rand(2, 1, 32, 32))
+    with torch.no_grad():
+        expected = source_net(x, torch.tensor([5, 900]), cond)
+        got = target_net(x, torch.tensor([5, 900]), cond.replace(flow_frame=torch.randn(2, 3, 32, 32)))
+    assert torch.allclose(got, expected, atol=1e-6)
+    other = tiny(**FOLDED, **{"unet.use_flow_frame": True, "unet.base_channels": 16})
+    refused = widen_inputs(source_net.state_dict(), narrow.unet, other.unet, build_network(other).state_dict())
+    assert refused is None
+    assert widen_inputs(source_net.state_dict(), narrow.unet, narrow.unet, source_net.state_dict()) is None
+
+
+def test_training_noise_levels_start_at_min_timestep():
+    """training.min_timestep: a one-step student trains at t = T - 1 only; out of range is refused."""
+    import numpy as np
+
+    from facenhance_cli.conditioning import FrameImages
+    from facenhance_cli.data import TrainingSample
+    from facenhance_cli.training.step import draw_batch
+
+    class Frames:  # what draw_batch asks of a dataset
+        image_size = 32
+
+        def __len__(self) -> int:
+            return 6
+
+        def sample(self, position, flip, gain=None):
+            image = np.full((32, 32, 3), position, np.uint8)
+            return TrainingSample(image, FrameImages(image, np.zeros((64, 64, 3), np.uint8)))
+
+    for low in (0, 999):
+        tc = tiny(**{"training.min_timestep": low, "training.batch_size": 6}).training
+        ts = [t for step in range(5) for t in draw_batch(Frames(), tc, 1000, step, range(6), "cpu").t.tolist()]
+        assert min(ts) >= low and (low == 999) == (set(ts) == {999})
+    with pytest.raises(UsageError, match="min_timestep"):
+        tiny(**{"training.min_timestep": 1000}).validate()
+    with pytest.raises(UsageError, match="min_timestep"):
+        tiny(**{"training.min_timestep": -1}).validate()

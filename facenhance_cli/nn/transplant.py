@@ -66,3 +66,30 @@ def transplant_state(
             return None
         merged[key] = fresh if tensor is None else tensor
     return merged
+
+
+def widen_inputs(
+    source_state: dict[str, torch.Tensor],
+    source: UNetConfig,
+    target: UNetConfig,
+    target_state: dict[str, torch.Tensor],
+) -> dict[str, torch.Tensor] | None:
+    """`source_state` for a network that stacks more images after the source's (e.g. `use_flow_frame`): the
+    input layer's weights for the new channels start at 0, so the widened network computes what the source
+    did; None when the two differ in anything else."""
+    fields, extra = source.stacked_fields, target.stacked_fields[len(source.stacked_fields) :]
+    if not extra or target.stacked_fields[: len(fields)] != fields:
+        return None
+    if set(source_state) != set(target_state):
+        return None
+    merged = {}
+    for key, fresh in target_state.items():
+        tensor = source_state[key]
+        if key == "input_conv.weight" and tensor.shape[1] < fresh.shape[1]:
+            widened = torch.zeros_like(fresh)  # (out, C_target p^2, 3, 3): pixel-unshuffled channels, field-major
+            widened[:, : tensor.shape[1]] = tensor
+            tensor = widened
+        if tensor.shape != fresh.shape:
+            return None
+        merged[key] = tensor
+    return merged

@@ -52,7 +52,7 @@ def draw_batch(
     size = data.image_size
     for k in ranks:
         gen = sample_generator(tc.seed, step, k)
-        ts.append(int(torch.randint(0, num_timesteps, (1,), generator=gen)))
+        ts.append(int(torch.randint(tc.min_timestep, num_timesteps, (1,), generator=gen)))
         eps.append(torch.randn(3, size, size, generator=gen))
         zs.append(torch.randn(3, size, size, generator=gen))
         flip = tc.flip and bool(torch.rand(1, generator=gen) < 0.5)

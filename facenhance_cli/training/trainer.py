@@ -175,15 +175,16 @@ class Trainer:
             torch.set_rng_state(rng)
 
     def _initialise(self, state: dict[str, torch.Tensor], source: str, unet: UNetConfig | None) -> None:
-        """--init: the network and its EMA start from `state` (a fine-tune), or from its levels that a larger
-        patch keeps (nn/transplant.py); optimiser and step start fresh."""
+        """--init: the network and its EMA start from `state` (a fine-tune), from its levels that a larger
+        patch keeps, or with new input images' weights at 0 (nn/transplant.py); optimiser and step fresh."""
         from facenhance_cli.checkpoint import state_mismatch
-        from facenhance_cli.nn.transplant import transplant_state
+        from facenhance_cli.nn.transplant import transplant_state, widen_inputs
 
         mismatch = state_mismatch(self.network, state)
         if mismatch and unet is not None:
             own = self.network.state_dict()
             transplanted = transplant_state(state, unet, self.config.unet, own)
+            transplanted = transplanted or widen_inputs(state, unet, self.config.unet, own)
             if transplanted is not None:
                 state, mismatch = transplanted, None
         if mismatch:

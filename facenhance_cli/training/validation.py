@@ -33,10 +33,9 @@ def _validation_batches(
         chunk = positions[start : start + tc.batch_size]
         samples = [data.sample(int(p), flip=False) for p in chunk]
         gens = [sample_generator(tc.seed, VALIDATION_STEP_KEY, int(p)) for p in chunk]
-        # Timesteps spread evenly over [0, T) so the estimate is stable between evaluations.
-        t = torch.tensor(
-            [int((start + i + 0.5) / n * schedule.num_timesteps) for i in range(len(chunk))], device=device
-        )
+        # Timesteps spread evenly over the trained range [min_timestep, T): stable between evaluations.
+        low, span = tc.min_timestep, schedule.num_timesteps - tc.min_timestep
+        t = torch.tensor([low + int((start + i + 0.5) / n * span) for i in range(len(chunk))], device=device)
         eps = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(device)
         z = torch.stack([torch.randn(3, size, size, generator=g) for g in gens]).to(device)
         x0 = to_tensor([s.target for s in samples]).to(device)

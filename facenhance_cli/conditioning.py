@@ -91,7 +91,10 @@ class FrameImages:
 def needs_paste_matrix(config: FacenhanceConfig) -> bool:
     """True when `frame_images` needs where the low face sits in the identity image (`pasting.locate_low_face`)."""
     stacked = {name for name, _ in config.unet.stacked_fields}
-    return bool(stacked & {"pasted_frame", "edit_mask", "flow_frame"}) or config.conditioning.edit_gate_levels > 0
+    return (
+        bool(stacked & {"pasted_frame", "edit_mask", "flow_frame"})
+        or config.conditioning.edit_gate_levels > 0
+    )
 
 
 def frame_images(

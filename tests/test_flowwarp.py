@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from test_pasting import low_face_of, similarity, textured_image
 
-from facenhance_cli.config import load_preset
 from facenhance_cli.conditioning import frame_images
+from facenhance_cli.config import load_preset
 from facenhance_cli.flowwarp import flow_frame, identity_as_low
 from facenhance_cli.pasting import warp_low_face
 

@@ -111,7 +111,9 @@ def test_a_network_given_a_new_input_image_starts_as_the_one_without_it():
         got = target_net(x, torch.tensor([5, 900]), cond.replace(flow_frame=torch.randn(2, 3, 32, 32)))
     assert torch.allclose(got, expected, atol=1e-6)
     other = tiny(**FOLDED, **{"unet.use_flow_frame": True, "unet.base_channels": 16})
-    refused = widen_inputs(source_net.state_dict(), narrow.unet, other.unet, build_network(other).state_dict())
+    refused = widen_inputs(
+        source_net.state_dict(), narrow.unet, other.unet, build_network(other).state_dict()
+    )
     assert refused is None
     assert widen_inputs(source_net.state_dict(), narrow.unet, narrow.unet, source_net.state_dict()) is None
 
@@ -136,7 +138,9 @@ def test_training_noise_levels_start_at_min_timestep():
 
     for low in (0, 999):
         tc = tiny(**{"training.min_timestep": low, "training.batch_size": 6}).training
-        ts = [t for step in range(5) for t in draw_batch(Frames(), tc, 1000, step, range(6), "cpu").t.tolist()]
+        ts = [
+            t for step in range(5) for t in draw_batch(Frames(), tc, 1000, step, range(6), "cpu").t.tolist()
+        ]
         assert min(ts) >= low and (low == 999) == (set(ts) == {999})
     with pytest.raises(UsageError, match="min_timestep"):
         tiny(**{"training.min_timestep": 1000}).validate()

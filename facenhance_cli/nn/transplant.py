@@ -86,7 +86,9 @@ def widen_inputs(
     for key, fresh in target_state.items():
         tensor = source_state[key]
         if key == "input_conv.weight" and tensor.shape[1] < fresh.shape[1]:
-            widened = torch.zeros_like(fresh)  # (out, C_target p^2, 3, 3): pixel-unshuffled channels, field-major
+            widened = torch.zeros_like(
+                fresh
+            )  # (out, C_target p^2, 3, 3): pixel-unshuffled channels, field-major
             widened[:, : tensor.shape[1]] = tensor
             tensor = widened
         if tensor.shape != fresh.shape:

@@ -54,7 +54,7 @@ def low_flow(reference: np.ndarray, low_frame: np.ndarray, face: np.ndarray) -> 
         gray = (gray * face).astype(np.uint8)  # (L, L) black outside the face in both
         grays.append(cv2.resize(gray, (size, size), interpolation=cv2.INTER_CUBIC))
     dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-    flow = dis.calc(grays[0], grays[1], np.zeros((size, size, 2), np.float32))  # (2L, 2L, 2) upscaled px
+    flow = dis.calc(grays[0], grays[1], None)  # type: ignore[call-overload]  # (2L, 2L, 2) upscaled px
     small = cv2.resize(flow, (low_frame.shape[0],) * 2, interpolation=cv2.INTER_AREA)
     return (small / FLOW_UPSCALE).astype(np.float32)
 

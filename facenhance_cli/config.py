@@ -186,6 +186,11 @@ class TrainingConfig:
     # sample's error is divided by its base's own (`diffusion.losses.edm_loss`), which weighs every sample
     # as mean per-frame PSNR does.
     loss_scale: LossScale = "mse"
+    # edm only, ours: > 0 adds this times the squared relative error of the edited region's mean
+    # |Laplacian| (its fine-detail energy, what `eval`'s sharpness compares) against the truth's
+    # (`diffusion.losses.detail_energy_loss`): an MSE-trained one-step estimate is the smooth mean of what
+    # it cannot tell apart, and this asks for the truth's amount of detail without asking where.
+    detail_weight: float = 0.0
     objective: Objective = "denoise"
     # denoise: t is drawn uniformly from [min_timestep, T). T - 1 trains only the noise level a one-step
     # sampler calls the network at (DDIM 1: x0 from x_T), a student refined on the truth itself.
@@ -254,6 +259,8 @@ class FacenhanceConfig:
             raise UsageError("conditioning.edit_margin must be at least 1 px")
         if self.conditioning.edit_gate_levels > 0 and not self.unet.use_edit_mask:
             raise UsageError("conditioning.edit_gate_levels needs unet.use_edit_mask (an EDM edit to gate)")
+        if self.training.detail_weight < 0:
+            raise UsageError("training.detail_weight must be >= 0")
         if self.training.loss_scale == "relative" and not (
             self.diffusion.preconditioning == "edm" and self.unet.identity_skip
         ):

@@ -187,3 +187,28 @@ def test_expression_gate_needs_an_edit_mask_and_a_non_negative_level():
         load_preset("tiny").replace(**{"conditioning.edit_gate_levels": 12.0}).validate()
     with pytest.raises(UsageError, match="edit_gate_levels must be >= 0"):
         load_preset("small").replace(**{"conditioning.edit_gate_levels": -1.0}).validate()
+
+
+def test_detail_energy_loss_asks_for_the_truths_amount_of_detail_not_its_place():
+    """training.detail_weight's term: 0 for an image with the truth's detail energy even where its detail
+    sits elsewhere (a shifted texture), > 0 for a blurred one, whose gradient adds detail; weight >= 0."""
+    import torch.nn.functional as F
+
+    from facenhance_cli.config import load_preset
+    from facenhance_cli.diffusion.losses import detail_energy, detail_energy_loss
+    from facenhance_cli.errors import UsageError
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 16, 16, generator=gen) * 2 - 1
+    mask = torch.ones(2, 1, 16, 16)
+    shifted = torch.roll(x0, 3, dims=3)  # same texture elsewhere: the same energy (periodic: roll keeps it)
+    assert torch.allclose(detail_energy(shifted, mask), detail_energy(x0, mask), rtol=0.05)
+    blurred = F.avg_pool2d(F.pad(x0, (1, 1, 1, 1), mode="replicate"), 3, stride=1).requires_grad_(True)
+    loss = detail_energy_loss(blurred, x0, mask)
+    assert loss > 0.1 and detail_energy_loss(x0, x0, mask) == 0
+    loss.backward()
+    with torch.no_grad():  # a small step against the gradient makes the blurred image more detailed
+        sharper = blurred - 0.01 * blurred.grad / blurred.grad.abs().max()
+    assert (detail_energy(sharper, mask) > detail_energy(blurred, mask)).all()
+    with pytest.raises(UsageError, match="detail_weight"):
+        load_preset("small").replace(**{"training.detail_weight": -1.0}).validate()

@@ -78,3 +78,21 @@ def edm_loss(
     base_mse = (mask * (relative_to.float() - x0) ** 2).sum(dim=(1, 2, 3)) / pixels  # (B,)
     scale = sigma_data**2 / (base_mse + RELATIVE_FLOOR_RMS**2)  # (B,), no gradient flows through x0 or base
     return (scale.detach() * sample_loss).mean()
+
+
+_LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+
+
+def detail_energy(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) mean |4-neighbour Laplacian| of (B, 3, S, S) images over the (B, 1, S, S) mask's pixels."""
+    kernel = torch.tensor(_LAPLACIAN, dtype=images.dtype, device=images.device).expand(3, 1, 3, 3)
+    laplacian = torch.nn.functional.conv2d(images, kernel, padding=1, groups=3).abs()  # (B, 3, S, S)
+    pixels = (mask.sum(dim=(1, 2, 3)) * images.shape[1]).clamp(min=1.0)
+    return (mask * laplacian).sum(dim=(1, 2, 3)) / pixels
+
+
+def detail_energy_loss(x0_pred: torch.Tensor, x0: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Scalar: mean over samples of ((E(x0_pred) - E(x0)) / E(x0))^2, E = `detail_energy` in the mask."""
+    mask = torch.ones_like(x0[:, :1]) if mask is None else mask
+    truth = detail_energy(x0, mask).clamp(min=1e-3)  # (B,)
+    return (((detail_energy(x0_pred, mask) - truth) / truth) ** 2).mean()

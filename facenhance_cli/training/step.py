@@ -12,7 +12,7 @@ from facenhance_cli.accel import to_device
 from facenhance_cli.conditioning import Conditioning, collate
 from facenhance_cli.config import FacenhanceConfig, TrainingConfig
 from facenhance_cli.data import FrameDataset, batch_positions, to_tensor
-from facenhance_cli.diffusion.losses import diffusion_loss, edm_loss
+from facenhance_cli.diffusion.losses import detail_energy_loss, diffusion_loss, edm_loss
 from facenhance_cli.diffusion.noise import keyed_generator
 from facenhance_cli.diffusion.schedule import Schedule
 
@@ -84,7 +84,12 @@ def training_loss(
     d, cond = config.diffusion, batch.cond
     if d.preconditioning == "edm":
         base = cond.base if config.training.loss_scale == "relative" else None
-        return edm_loss(output, batch.x0, batch.t, schedule, d.sigma_data, cond.edit_weight, relative_to=base)
+        loss = edm_loss(output, batch.x0, batch.t, schedule, d.sigma_data, cond.edit_weight, relative_to=base)
+        if config.training.detail_weight > 0:
+            loss = loss + config.training.detail_weight * detail_energy_loss(
+                output, batch.x0, cond.edit_weight
+            )
+        return loss
     return diffusion_loss(schedule, d.prediction, d.loss, output, x_t, batch.t, batch.x0, batch.eps)
 
 

@@ -1,11 +1,14 @@
-"""Train on a lent GPU in one call (the quality issue): fine-tune the shipped model as a denoiser on the
-packed data with the largest batch that fits, then distil that teacher into a one-step student; both are
-exported and split into parts small enough for the device tool to bring back (16 MiB each).
+"""Train on a lent GPU in one call (the quality issue), with the largest batch that fits, by one of two recipes:
+  truth    (the shipped default's, v8: docs/experiments.md rows 31-32) the one-step model trained on the
+           head-aligned truth at t = 999 with the detail term, its expression gate back on at export: OUT/student.pt;
+  distill  fine-tune a model as a 4-step denoiser (the teacher), then distil it into a one-step student:
+           OUT/teacher.pt and OUT/student.pt.
+Models are split into parts small enough for the device tool to bring back (16 MiB each).
 
-Usage (gpu_train.sh runs it there): python benchmarks/gpu_train.py DATA OUT [--init MODEL] [--student-init MODEL]
-       [--denoise-minutes 5] [--distill-minutes 2.5] [--device cuda] [--lr 5e-4]
-Writes OUT/teacher.pt.part-*, OUT/student.pt.part-* (rejoin with `cat NAME.part-* > NAME.pt`), OUT/*.jsonl
-(the runs' logs) and OUT/summary.json (batch, steps, seconds, validation losses).
+Usage (gpu_train.sh runs it there): python benchmarks/gpu_train.py DATA OUT [--recipe truth|distill] [--init MODEL]
+       [--student-init MODEL] [--truth-minutes 7.5] [--denoise-minutes 5] [--distill-minutes 2.5] [--device cuda]
+Writes OUT/NAME.pt.part-* (rejoin with `cat NAME.part-* > NAME.pt`), OUT/*.jsonl (the runs' logs) and
+OUT/summary.json (batch, steps, seconds, validation losses).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--init", default=None, help="the teacher's start (default: the shipped default)")
+    parser.add_argument("--recipe", choices=("truth", "distill"), default="truth")
+    parser.add_argument("--init", default=None, help="the first run's start (default: the shipped default)")
     parser.add_argument(
         "--student-init", default=None,
         help="the student's network and start ('default': the shipped default, a patch-2 student, with --init "
@@ -34,8 +38,10 @@ def parse_args() -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--denoise-minutes", type=float, default=5.0)
     parser.add_argument("--distill-minutes", type=float, default=2.5)
+    parser.add_argument("--truth-minutes", type=float, default=7.5)
+    parser.add_argument("--detail-weight", type=float, default=10.0, help="truth: training.detail_weight")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=None, help="default: 2e-4 (truth), 5e-4 (distill)")
     parser.add_argument("--teacher-steps", type=int, default=4, help="the teacher's DDIM steps (karras)")
     parser.add_argument("--max-batch", type=int, default=256)
     parser.add_argument("--workers", type=int, default=16, help="threads building samples")
@@ -70,9 +76,9 @@ def largest_batch(config, device: str, limit: int) -> int:
     return 1
 
 
-def run_phase(args, name: str, config, init_state, minutes: float, teacher=None) -> dict:
-    """One training run in RUNS/NAME for `minutes`; its EMA exported to OUT/NAME.pt (fp16), its log beside.
-    The run folders stay out of OUT: the device tool brings back 8 files at most."""
+def run_phase(args, name: str, config, init_state, minutes: float, teacher=None, export_config=None) -> dict:
+    """One training run in RUNS/NAME for `minutes`; its EMA exported to OUT/NAME.pt (fp16) with `export_config`
+    (default: the run's), its log beside. The run folders stay out of OUT: the device tool brings back 8 files."""
     from facenhance_cli.checkpoint import save_checkpoint
     from facenhance_cli.training import TrainOptions, train
 
@@ -93,7 +99,7 @@ def run_phase(args, name: str, config, init_state, minutes: float, teacher=None)
     summary = train(options)
     payload = torch.load(run_dir / "final.pt", weights_only=True)
     ema = {k: v.half() if v.is_floating_point() else v for k, v in payload["ema"].items()}
-    save_checkpoint(args.out / f"{name}.pt", config, ema, payload["meta"])
+    save_checkpoint(args.out / f"{name}.pt", export_config or config, ema, payload["meta"])
     log = run_dir / "log.jsonl"  # absent when the run ended before its first log line
     (args.out / f"{name}.jsonl").write_text(log.read_text() if log.is_file() else "")
     return {**summary, "wall_seconds": time.perf_counter() - started}
@@ -110,6 +116,24 @@ def student_start(args, teacher_config, teacher_state: dict) -> tuple:
         return config, teacher_state
     student = load_for_inference(find_model(None if args.student_init == "default" else args.student_init))
     return dataclasses.replace(config, unet=student.config.unet), student.network.state_dict()
+
+
+def truth_recipe(args, init, settings: dict) -> dict:
+    """The shipped default's recipe: `init` trained on the aligned truth at t = 999 with the detail term, the
+    gate off in training and `init`'s at export; OUT/student.pt."""
+    config = init.config.replace(
+        **{
+            **settings,
+            "training.objective": "denoise",
+            "training.min_timestep": init.config.diffusion.num_timesteps - 1,
+            "training.align_targets": True,
+            "training.detail_weight": args.detail_weight,
+            "conditioning.edit_gate_levels": 0.0,
+        }
+    )
+    export = config.replace(**{"conditioning.edit_gate_levels": init.config.conditioning.edit_gate_levels})
+    state = init.network.state_dict()
+    return run_phase(args, "student", config, state, args.truth_minutes, export_config=export)
 
 
 def split_file(path: Path) -> None:
@@ -137,13 +161,19 @@ def main() -> None:
     )
     batch = largest_batch(base, args.device, args.max_batch)
     settings = {
-        "training.batch_size": batch, "training.lr": args.lr, "training.warmup_steps": 100,
+        "training.batch_size": batch, "training.lr": args.lr or 5e-4, "training.warmup_steps": 100,
         "training.ema_decay": 0.995, "training.max_steps": 10**7, "training.log_every": 20,
         "training.validate_every": 200, "training.checkpoint_every": 10**6, "training.sample_every": 10**7,
     }  # fmt: skip
     teacher_config = base.replace(**settings)
     device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
-    report = {"batch": batch, "init": str(init.path), "device": device}
+    report = {"batch": batch, "init": str(init.path), "device": device, "recipe": args.recipe}
+    if args.recipe == "truth":
+        report["truth"] = truth_recipe(args, init, {**settings, "training.lr": args.lr or 2e-4})
+        split_file(args.out / "student.pt")
+        (args.out / "summary.json").write_text(json.dumps(report, indent=2, default=str))
+        print(json.dumps(report, indent=2, default=str))
+        return
     report["denoise"] = run_phase(
         args, "teacher", teacher_config, init.network.state_dict(), args.denoise_minutes
     )

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# The quality issue's GPU call, in under 9 minutes: unpack the carried training data, fine-tune the shipped
-# model as a denoiser with the largest batch that fits (5 min), distil it into a one-step student (2.5 min),
-# and leave both models (split into 15 MiB parts) and their logs under $OUT. Evaluate and ship on the CPU.
+# The quality issue's GPU call, in under 9 minutes: unpack the carried training data and train with the largest
+# batch that fits. RECIPE=truth (the default, the shipped v8's recipe): the shipped model trained on the aligned
+# truth at t = 999 with the detail term (7.5 min) -> student.pt. RECIPE=distill: fine-tune a model as a 4-step
+# denoiser (5 min), distil it into a one-step student (2.5 min) -> teacher.pt, student.pt. Models (split into
+# 15 MiB parts) and logs land under $OUT. Evaluate and ship on the CPU.
 #
 # Before the call, here (the lent machine has PyTorch and OpenCV but no PyAV or platformdirs and no network;
 # OpenCV reads the packed H.264 clips, so PyAV's 35 MB wheel need not travel):
 #   python benchmarks/pack_train_data.py ~/facenhance-data/all64 gpu_data/train.tar     # 37 MiB
 #   pip download platformdirs --no-deps --only-binary=:all: --python-version 3.12 -d .whl/
-# Optional, a teacher that is a full denoiser (the shipped default is a one-step patch-2 student): its 4-step
+# RECIPE=distill, optional: a teacher that is a full denoiser (the shipped default is a one-step patch-2 student): its 4-step
 # ancestor, 20 MiB more to carry (57 MiB with the pack), and the student then starts as the shipped default:
 #   git show 2880ac8:models/facenhance-small-v5.pt > gpu_data/teacher-init.pt
 # The call (device tool): command "bash benchmarks/gpu_train.sh", carry ["gpu_data", ".whl"], timeout_s 600.
 # After it, here: cat teacher.pt.part-* > teacher.pt; cat student.pt.part-* > student.pt; then
 #   facenhance enhance ... --model student.pt, facenhance eval ... as for any model (docs/quality.md).
-# DENOISE_MIN / DISTILL_MIN change the phases' minutes (a CPU smoke run: DEVICE=cpu DENOISE_MIN=0.2 ...).
+# TRUTH_MIN / DENOISE_MIN / DISTILL_MIN change the phases' minutes (a CPU smoke run: DEVICE=cpu TRUTH_MIN=0.2 ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -27,10 +29,12 @@ DATA="${DATA_DIR:-/tmp/gpu-train-data}"
 mkdir -p "$DATA"
 tar -xf gpu_data/train.tar -C "$DATA"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+RECIPE="${RECIPE:-truth}"
 INIT=()
-if [ -f gpu_data/teacher-init.pt ]; then
+if [ "$RECIPE" = distill ] && [ -f gpu_data/teacher-init.pt ]; then
   INIT=(--init gpu_data/teacher-init.pt --student-init "${STUDENT_INIT:-default}")
 fi
-timeout 540 "$PY" benchmarks/gpu_train.py "$DATA/data" "$OUT" --device "${DEVICE:-cuda}" ${INIT[@]+"${INIT[@]}"} \
-  --denoise-minutes "${DENOISE_MIN:-5}" --distill-minutes "${DISTILL_MIN:-2.5}" --workers "${WORKERS:-16}"
+timeout 540 "$PY" benchmarks/gpu_train.py "$DATA/data" "$OUT" --recipe "$RECIPE" --device "${DEVICE:-cuda}" \
+  ${INIT[@]+"${INIT[@]}"} --truth-minutes "${TRUTH_MIN:-7.5}" --denoise-minutes "${DENOISE_MIN:-5}" \
+  --distill-minutes "${DISTILL_MIN:-2.5}" --workers "${WORKERS:-16}"
 ls -la "$OUT"

@@ -53,7 +53,8 @@ def test_packed_data_trains_a_teacher_and_a_student_without_pyav(tmp_path, monke
     assert np.abs(packed_frames.astype(int) - original.astype(int)).mean() < 3  # H.264 at crf 18
     init = save_checkpoint(tmp_path / "init.pt", config, build_network(config).state_dict())
     out = tmp_path / "out"
-    argv = [str(data), str(out), "--init", str(init), "--device", "cpu", "--max-batch", "4", "--workers", "2",
+    argv = [str(data), str(out), "--recipe", "distill", "--init", str(init), "--device", "cpu", "--max-batch", "4",
+            "--workers", "2",
             "--denoise-minutes", "0.01", "--distill-minutes", "0.01", "--runs", str(tmp_path / "runs")]  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["gpu_train.py", *argv])
     load_script("gpu_train").main()
@@ -97,3 +98,32 @@ def test_the_student_can_start_as_another_network(tmp_path):
         argparse.Namespace(student_init=None), teacher_config, teacher_state
     )
     assert config.unet == teacher_config.unet and state is teacher_state
+
+
+@pytest.mark.slow
+def test_the_truth_recipe_trains_the_one_step_model_on_the_truth_and_restores_its_gate(tmp_path, monkeypatch):
+    """--recipe truth (the shipped v8's): one run at t = 999 with the detail term, the gate off in training and
+    the init model's gate in the exported student; its parts rejoin into a loadable one-step model."""
+    from test_network import EDM_MASKED
+
+    root = make_prepared_dataset(tmp_path / "prepared", n_train=2, n_test=1, n_frames=4, size=32)
+    overrides = {**EDM_MASKED, "unet.image_size": 32, "sampling.steps": 1, "unet.use_flow_frame": True}
+    config = load_preset("tiny").replace(**{**overrides, "conditioning.edit_gate_levels": 12.0})
+    init = save_checkpoint(tmp_path / "init.pt", config, build_network(config).state_dict())
+    out = tmp_path / "out"
+    argv = [str(root), str(out), "--init", str(init), "--device", "cpu", "--max-batch", "2", "--workers", "1",
+            "--truth-minutes", "0.01", "--runs", str(tmp_path / "runs")]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["gpu_train.py", *argv])
+    load_script("gpu_train").main()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"] == "truth" and summary["truth"]["final_step"] > 0
+    assert not list(out.glob("teacher.pt*"))
+    (tmp_path / "student.pt").write_bytes(
+        b"".join(p.read_bytes() for p in sorted(out.glob("student.pt.part-*")))
+    )
+    student = load_for_inference(tmp_path / "student.pt")
+    trained = student.config.training
+    assert trained.min_timestep == 999 and trained.detail_weight == 10.0 and trained.align_targets
+    assert student.config.conditioning.edit_gate_levels == 12.0 and student.config.unet.use_flow_frame
+    run_config = torch.load(tmp_path / "runs" / "student" / "last.pt", weights_only=True)["config"]
+    assert run_config["conditioning"]["edit_gate_levels"] == 0.0  # off while training

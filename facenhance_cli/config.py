@@ -259,8 +259,8 @@ class FacenhanceConfig:
             raise UsageError("conditioning.edit_margin must be at least 1 px")
         if self.conditioning.edit_gate_levels > 0 and not self.unet.use_edit_mask:
             raise UsageError("conditioning.edit_gate_levels needs unet.use_edit_mask (an EDM edit to gate)")
-        if self.training.detail_weight < 0:
-            raise UsageError("training.detail_weight must be >= 0")
+        if self.training.detail_weight > 0 and self.diffusion.preconditioning != "edm":
+            raise UsageError("training.detail_weight needs diffusion.preconditioning = 'edm'")
         if self.training.loss_scale == "relative" and not (
             self.diffusion.preconditioning == "edm" and self.unet.identity_skip
         ):
@@ -338,6 +338,8 @@ def _check_training(t: TrainingConfig) -> None:
         raise UsageError("training.seed must be >= 0")
     if not 0 <= t.color_jitter < 1:
         raise UsageError("training.color_jitter must be in [0, 1)")
+    if t.detail_weight < 0:
+        raise UsageError("training.detail_weight must be >= 0")
     if t.lr <= 0 or not 0 <= t.ema_decay < 1:
         raise UsageError("training.lr must be > 0 and training.ema_decay in [0, 1)")
 

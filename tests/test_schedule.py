@@ -212,3 +212,5 @@ def test_detail_energy_loss_asks_for_the_truths_amount_of_detail_not_its_place()
     assert (detail_energy(sharper, mask) > detail_energy(blurred, mask)).all()
     with pytest.raises(UsageError, match="detail_weight"):
         load_preset("small").replace(**{"training.detail_weight": -1.0}).validate()
+    with pytest.raises(UsageError, match="detail_weight needs"):  # only an EDM loss adds the term
+        load_preset("tiny").replace(**{"training.detail_weight": 1.0}).validate()

@@ -8,6 +8,7 @@ teacher then starts from the teacher's own trunk rather than from noise.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -78,7 +79,7 @@ def widen_inputs(
     input layer's weights for the new channels start at 0, so the widened network computes what the source
     did; None when the two differ in anything else."""
     fields, extra = source.stacked_fields, target.stacked_fields[len(source.stacked_fields) :]
-    if not extra or target.stacked_fields[: len(fields)] != fields:
+    if not extra or target.stacked_fields[: len(fields)] != fields or _shape(source) != _shape(target):
         return None
     if set(source_state) != set(target_state):
         return None
@@ -95,3 +96,8 @@ def widen_inputs(
             return None
         merged[key] = tensor
     return merged
+
+
+def _shape(unet: UNetConfig) -> dict[str, object]:
+    """Everything of a network's config but its input switches (`use_*`): what must match to widen it."""
+    return {key: value for key, value in dataclasses.asdict(unet).items() if not key.startswith("use_")}

@@ -115,8 +115,12 @@ def test_a_network_given_a_new_input_image_starts_as_the_one_without_it():
         source_net.state_dict(), narrow.unet, other.unet, build_network(other).state_dict()
     )
     assert refused is None
-    heads = tiny(**FOLDED, **{"unet.use_flow_frame": True, "unet.head_channels": 8})  # same shapes, other heads
-    widened = widen_inputs(source_net.state_dict(), narrow.unet, heads.unet, build_network(heads).state_dict())
+    heads = tiny(
+        **FOLDED, **{"unet.use_flow_frame": True, "unet.head_channels": 8}
+    )  # same shapes, other heads
+    widened = widen_inputs(
+        source_net.state_dict(), narrow.unet, heads.unet, build_network(heads).state_dict()
+    )
     assert widened is None
     assert widen_inputs(source_net.state_dict(), narrow.unet, narrow.unet, source_net.state_dict()) is None
 

@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 
 from facenhance_cli.cli import app
 from facenhance_cli.faces.alignment import _CMU_TEMPLATE
-from facenhance_cli.motion import HeadMotion, head_layer, motion_csv_text, params_from_matrix, read_motion
+from facenhance_cli.motion import (
+    HeadLayer,
+    HeadMotion,
+    head_layer,
+    motion_csv_text,
+    params_from_matrix,
+    read_motion,
+)
 from facenhance_cli.video import read_image, read_video
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -45,12 +52,26 @@ def test_the_head_moves_and_pixels_it_never_reaches_stay_the_identity_images():
     layer = head_layer(identity, face_landmarks(192))
     move = np.float64([[1, 0, 7], [0, 1, -4]])
     out = layer.move(identity, move)
-    reached = layer.region | (cv2.warpAffine(layer.mask, move, (192, 192)) > 0)
+    reached = layer.follow_weight(move) > 0
     assert not reached.all() and (out[~reached] == identity[~reached]).all()
     inner = cv2.warpAffine(layer.mask, move, (192, 192)) > 0.999  # the moved head itself
     shifted = cv2.warpAffine(identity, move, (192, 192), flags=cv2.INTER_LANCZOS4)
     assert np.abs(out[inner].astype(int) - shifted[inner].astype(int)).max() <= 1
     assert (layer.move(identity, np.eye(2, 3)) == identity).all()  # no motion, no change
+
+
+@pytest.mark.parametrize("degrees,shift", [(3.0, (7, -4)), (-22.0, (-40, 15)), (0.0, (0.3, 0.0))])
+def test_the_heads_move_is_one_warp_that_never_folds(degrees, shift):
+    """No seam and no ghost: every output pixel samples the frame through one continuous map whose
+    Jacobian stays positive, so no frame pixel shows twice (a fold) and the old head is not left behind."""
+    layer = head_layer(read_image(EXAMPLES / "neutral.png"), face_landmarks(192))
+    move = cv2.getRotationMatrix2D((96.0, 96.0), degrees, 1.0)
+    move[:, 2] += shift
+    map_x, map_y, weight = layer.source_map(move)
+    dx_dx, dx_dy = np.gradient(map_x, axis=1), np.gradient(map_x, axis=0)
+    dy_dx, dy_dy = np.gradient(map_y, axis=1), np.gradient(map_y, axis=0)
+    assert (dx_dx * dy_dy - dx_dy * dy_dx).min() > 0.1
+    assert weight.max() == 1.0 and 0.0 <= weight.min()
 
 
 @pytest.mark.parametrize(
@@ -88,15 +109,24 @@ def moving_clip(tmp_path):
     return clip, save_tiny_model(tmp_path)
 
 
-def test_enhance_follows_a_prepared_clips_motion_and_says_so(moving_clip, tmp_path):
+def test_enhance_follows_a_prepared_clips_motion_and_says_so(moving_clip, tmp_path, monkeypatch):
     clip, model = moving_clip
+    applied: list[np.ndarray] = []  # the tiny model draws a flat frame: watch the moves, not the pixels
+    original = HeadLayer.move
+
+    def watched(layer: HeadLayer, frame: np.ndarray, move: np.ndarray) -> np.ndarray:
+        applied.append(move)
+        return original(layer, frame, move)
+
+    monkeypatch.setattr(HeadLayer, "move", watched)
     moved = run("enhance", clip, "-o", tmp_path / "moved.mkv", "--model", model, "--lossless")
+    assert moved.exit_code == 0 and "head moved" in moved.output, moved.output
+    assert [round(m[0, 2], 3) for m in applied] == [0.0, 3.2, 3.2, 3.2]  # tx 0.1 of 32 px after frame 0
+    applied.clear()
     still = run("enhance", clip, "-o", tmp_path / "still.mkv", "--model", model, "--lossless", "--no-motion")
-    assert moved.exit_code == 0 and still.exit_code == 0, moved.output + still.output
-    assert "head moved" in moved.output and "head moved" not in still.output
+    assert still.exit_code == 0 and "head moved" not in still.output and not applied
     a, b = read_video(tmp_path / "moved.mkv")[0], read_video(tmp_path / "still.mkv")[0]
     assert (a[0] == b[0]).all()  # frame 0 is at the identity's pose
-    assert all((a[n] != b[n]).any() for n in range(1, 4))
 
 
 def test_a_prepared_clip_without_motion_warns_and_fails_under_strict(moving_clip, tmp_path):

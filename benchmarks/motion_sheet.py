@@ -1,7 +1,7 @@
 """Contact sheet of the clips whose heads move most: low | outputs | ground truth at their most-moved frames.
 
 Usage: python benchmarks/motion_sheet.py --clips PREPARED --clip c047_styleganex_390 --clip c011_... \
-           --method "v8, head still=OUT_STILL" --method "v8 + motion=OUT_MOVED" [--frames 3] -o sheet.png
+           --method "v8, head still=OUT_STILL" --method "v8 + motion=OUT_MOVED" [--frames 3] [--tile 128] -o sheet.png
 PREPARED holds `prepare` clip folders with motion.csv; each --method is LABEL=FOLDER of `enhance` outputs
 named `<clip>.mkv`. The frames shown are those whose motion (motion.csv) moves a frame corner furthest.
 """
@@ -43,11 +43,12 @@ def main() -> None:
     parser.add_argument("--clip", action="append", required=True)
     parser.add_argument("--method", action="append", required=True, help="LABEL=FOLDER")
     parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--tile", type=int, default=None, help="px per frame on the sheet (default: full size)")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
     methods = [(m.split("=", 1)[0], Path(m.split("=", 1)[1])) for m in args.method]
     sheet = [(name, clip_rows(args.clips / name, methods, args.frames)) for name in args.clip]
-    write_image(args.out, contact_sheet(sheet))
+    write_image(args.out, contact_sheet(sheet, args.tile))
     print(f"wrote {args.out}")
 
 

@@ -78,14 +78,14 @@ def flow_frame(
     sampled = cv2.warpAffine(flow, matrix, (size, size), flags=cv2.INTER_LINEAR)  # (S, S, 2) low px
     shift = cv2.transform(sampled, np.hstack([matrix[:, :2], np.zeros((2, 1))]))  # (S, S, 2) identity px
     weight = cv2.GaussianBlur(coverage, (0, 0), 2.0) * coverage  # (S, S) 1 inside the face, 0 at its edge
-    xs, ys = _pixel_grid(size)
+    xs, ys = pixel_grid(size)
     map_x = xs + shift[..., 0] * weight  # (S, S) float32
     map_y = ys + shift[..., 1] * weight
     return cv2.remap(identity_image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
 
 
 @functools.lru_cache(maxsize=4)
-def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     """(S, S) float32 x and y of every pixel (read only: shared by every frame)."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     xs.flags.writeable = ys.flags.writeable = False

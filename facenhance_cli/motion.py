@@ -248,12 +248,14 @@ def blurred_border(frame: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> n
     import cv2
 
     size = frame.shape[0]
-    small = cv2.resize(frame, (size // 4, size // 4), interpolation=cv2.INTER_AREA).astype(np.float32)
-    small = np.asarray(cv2.GaussianBlur(small, (0, 0), OUTSIDE_BLUR_PX / 4, borderType=cv2.BORDER_REPLICATE))
-    # Pixel centres: x at full size is 4 x' + 1.5 at a quarter.
-    return cv2.remap(
-        small, (map_x - 1.5) / 4, (map_y - 1.5) / 4, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    small_size = max(1, size // 4)
+    small = cv2.resize(frame, (small_size, small_size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    scale = small_size / size
+    small = np.asarray(
+        cv2.GaussianBlur(small, (0, 0), OUTSIDE_BLUR_PX * scale, borderType=cv2.BORDER_REPLICATE)
     )
+    small_x, small_y = (map_x + 0.5) * scale - 0.5, (map_y + 0.5) * scale - 0.5  # pixel centres kept
+    return cv2.remap(small, small_x, small_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs 
 `openvino-bf16` the OpenVINO backend; `torch-1thread` torch with one thread; `torch-passive` and
 `torch-active` torch with idle threads sleeping or spinning (OMP_WAIT_POLICY); `torch-fpc2` and
 `openvino-fpc2` with 2 frames of a video per call; `torch-bf16` torch in bf16; `default` no flags (auto
-backend and precision: what the README's quick start runs); `full-exit` the same with the interpreter's
+backend and precision: what the README's quick start runs; prepared clips that carry a motion.csv
+have their heads moved); `no-motion` the default with `--no-motion` (what following the head costs);
+`full-exit` the same with the interpreter's
 full teardown at exit (FACENHANCE_FULL_EXIT=1, the behaviour before `main` skipped it); `v5` the same with `--model facenhance-small-v5`
 (the 4-step model the default is distilled from; it is no longer in the tree: `git show
 2880ac8:models/facenhance-small-v5.pt` into a folder named by FACENHANCE_MODELS); `model` the same with
@@ -43,6 +45,8 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "openvino-bf16": ({}, ["--backend", "openvino", "--precision", "bf16"]),
     "torch-bf16": ({}, ["--backend", "torch", "--precision", "bf16"]),
     "default": ({}, []),  # what a user gets: --backend auto --precision auto
+    # The default with the head kept still where its motion is known (clips with motion.csv): motion's cost.
+    "no-motion": ({}, ["--no-motion"]),
     # The default with the interpreter's full teardown at exit (the behaviour before the fast exit).
     "full-exit": ({"FACENHANCE_FULL_EXIT": "1"}, []),
     # The 4-step model the one-step default was distilled from, with the same auto backend and precision.
@@ -70,11 +74,12 @@ def workloads(args: argparse.Namespace, folder: Path) -> dict[str, tuple[list[st
     quick_args = [str(REPO / "examples" / "low.mp4"), "-i", str(REPO / "examples" / "neutral.png")]
     quick_args += ["-o", "{out}/quick.mkv"]
     quick = (quick_args, [(Path("quick.mkv"), REPO / "examples" / "ground_truth.mp4")])
-    rows, truths = ["low,identity,output"], []
+    rows, truths = ["low,identity,output,motion"], []
     for clip in sorted(p for p in args.clips.iterdir() if (p / "low.mkv").is_file())[: args.videos]:
         low, fps = read_video(clip / "low.mkv", max_frames=args.frames)
         write_video(folder / f"{clip.name}.mkv", low, fps, lossless=True)
-        rows.append(f"{folder / clip.name}.mkv,{clip / 'identity.png'},{{out}}/{clip.name}.mkv")
+        motion = cut_motion(clip, len(low), folder)
+        rows.append(f"{folder / clip.name}.mkv,{clip / 'identity.png'},{{out}}/{clip.name}.mkv,{motion}")
         truths.append((Path(f"{clip.name}.mkv"), clip / "high.mkv"))
     (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
     batch = ([f"--pairs={folder / 'pairs.csv'}"], truths)
@@ -82,6 +87,18 @@ def workloads(args: argparse.Namespace, folder: Path) -> dict[str, tuple[list[st
     if truths:  # --videos 0: the quick start alone
         loads[f"{len(truths)} videos x {args.frames} frames"] = batch
     return loads
+
+
+def cut_motion(clip: Path, n_frames: int, folder: Path) -> str:
+    """A prepared clip's head motion (its motion.csv) cut to its first n_frames rows, written under
+    `folder`, as a pairs file's motion cell; empty for a clip without one (the head stays still)."""
+    from facenhance_cli.motion import MOTION_FILE, HeadMotion, motion_csv_text, read_motion
+
+    if not (clip / MOTION_FILE).is_file():
+        return ""
+    path = folder / f"{clip.name}.motion.csv"
+    path.write_text(motion_csv_text(HeadMotion(read_motion(clip / MOTION_FILE).params[:n_frames])))
+    return str(path)
 
 
 def run_command(variant: str, inputs: list[str], out: Path, threads: int) -> tuple[float, float, float]:

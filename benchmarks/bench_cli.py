@@ -1,9 +1,10 @@
 """Whole `facenhance enhance` commands, as a user runs them, A/B interleaved: wall, system time, memory, PSNR.
 
 Usage: python benchmarks/bench_cli.py [--clips ~/facenhance-data/test32] [--videos 8] [--frames 8]
-       [--rounds 3] [--threads 2] [--variants before,torch,openvino]
+       [--rounds 3] [--threads 2] [--variants before,torch,openvino] [--folders]
 Workloads: the README's quick start (examples/low.mp4, 32 frames) and --videos prepared test clips cut to
---frames frames, enhanced by one command. Each variant is a fresh process (import, model load, OpenVINO's
+--frames frames, enhanced by one command (`--folders`: the clip folders themselves, whole, as a user passes
+what `prepare` wrote; their identity landmarks then come from meta.json, not a face detector). Each variant is a fresh process (import, model load, OpenVINO's
 cached graph, decode, sampling, encode), so settings read at start-up (the allocator, OpenMP) count.
 Variants: `before` is torch fp32 with glibc's default allocator (FACENHANCE_MALLOC=system), the code's
 behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs it now; `openvino` and
@@ -64,6 +65,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default="before,torch,openvino")
+    parser.add_argument(
+        "--folders",
+        action="store_true",
+        help="enhance the --videos clip folders whole (as `prepare` wrote them)",
+    )
     return parser.parse_args()
 
 
@@ -74,8 +80,13 @@ def workloads(args: argparse.Namespace, folder: Path) -> dict[str, tuple[list[st
     quick_args = [str(REPO / "examples" / "low.mp4"), "-i", str(REPO / "examples" / "neutral.png")]
     quick_args += ["-o", "{out}/quick.mkv"]
     quick = (quick_args, [(Path("quick.mkv"), REPO / "examples" / "ground_truth.mp4")])
+    clips = sorted(p for p in args.clips.iterdir() if (p / "low.mkv").is_file())[: args.videos]
+    if args.folders:  # the prepared clip folders themselves: whole clips, their meta.json and motion.csv
+        inputs = [*(str(clip) for clip in clips), "-o", "{out}"]
+        truths = [(Path(f"{clip.name}.mkv"), clip / "high.mkv") for clip in clips]
+        return {"quick start (1 video x 32 frames)": quick, f"{len(clips)} prepared clips": (inputs, truths)}
     rows, truths = ["low,identity,output,motion"], []
-    for clip in sorted(p for p in args.clips.iterdir() if (p / "low.mkv").is_file())[: args.videos]:
+    for clip in clips:
         low, fps = read_video(clip / "low.mkv", max_frames=args.frames)
         write_video(folder / f"{clip.name}.mkv", low, fps, lossless=True)
         motion = cut_motion(clip, len(low), folder)

@@ -4,8 +4,9 @@ Usage: python benchmarks/bench_cli.py [--clips ~/facenhance-data/test32] [--vide
        [--rounds 3] [--threads 2] [--variants before,torch,openvino] [--folders]
 Workloads: the README's quick start (examples/low.mp4, 32 frames) and --videos prepared test clips cut to
 --frames frames, enhanced by one command (`--folders`: the clip folders themselves, whole, as a user passes
-what `prepare` wrote; their identity landmarks then come from meta.json, not a face detector). Each variant is a fresh process (import, model load, OpenVINO's
-cached graph, decode, sampling, encode), so settings read at start-up (the allocator, OpenMP) count.
+what `prepare` wrote; their identity landmarks then come from meta.json, not a face detector). Each variant
+is a fresh process (import, model load, OpenVINO's cached graph, decode, sampling, encode), so settings read
+at start-up (the allocator, OpenMP) count.
 Variants: `before` is torch fp32 with glibc's default allocator (FACENHANCE_MALLOC=system), the code's
 behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs it now; `openvino` and
 `openvino-bf16` the OpenVINO backend; `torch-1thread` torch with one thread; `torch-passive` and
@@ -13,8 +14,7 @@ behaviour before the allocator setting; `torch` is torch fp32 as `enhance` runs 
 `openvino-fpc2` with 2 frames of a video per call; `torch-bf16` torch in bf16; `default` no flags (auto
 backend and precision: what the README's quick start runs; prepared clips that carry a motion.csv
 have their heads moved); `no-motion` the default with `--no-motion` (what following the head costs);
-`full-exit` the same with the interpreter's
-full teardown at exit (FACENHANCE_FULL_EXIT=1, the behaviour before `main` skipped it); `v5` the same with `--model facenhance-small-v5`
+`full-exit` the same with the interpreter's full teardown at exit (FACENHANCE_FULL_EXIT=1, the behaviour before `main` skipped it); `v5` the same with `--model facenhance-small-v5`
 (the 4-step model the default is distilled from; it is no longer in the tree: `git show
 2880ac8:models/facenhance-small-v5.pt` into a folder named by FACENHANCE_MODELS); `model` the same with
 `--model $FACENHANCE_BENCH_MODEL` (a name or path; default facenhance-small-v6, the default before v7: `git show 1d07c14~1:models/facenhance-small-v6.pt`).

@@ -260,7 +260,8 @@ def blurred_border(frame: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> n
 
 @dataclass(frozen=True)
 class HeadLayer:
-    """The identity image's head (face, hair, ears, neck) as an (S, S) float32 soft mask. Moving it warps
+    """The identity image's head (face, hair, ears, neck) as an (S, S) float32 feathered mask, whose half
+    level is the head's outline (`follow_weight`), and its face, resampled with Lanczos. Moving it warps
     the frame by one continuous field, the head's move on the head fading smoothly to none over a band
     around it (`follow_weight`): the background near the head stretches with it, so there is no seam where
     a cut-out head meets the background and nothing to fill where it was, and pixels beyond the band stay."""

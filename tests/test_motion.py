@@ -112,11 +112,13 @@ def moving_clip(tmp_path):
 def test_enhance_follows_a_prepared_clips_motion_and_says_so(moving_clip, tmp_path, monkeypatch):
     clip, model = moving_clip
     applied: list[np.ndarray] = []  # the tiny model draws a flat frame: watch the moves, not the pixels
+    written: list[np.ndarray] = []  # what each move returned, which the output must hold
     original = HeadLayer.move
 
     def watched(layer: HeadLayer, frame: np.ndarray, move: np.ndarray) -> np.ndarray:
         applied.append(move)
-        return original(layer, frame, move)
+        written.append(original(layer, frame, move))
+        return written[-1]
 
     monkeypatch.setattr(HeadLayer, "move", watched)
     moved = run("enhance", clip, "-o", tmp_path / "moved.mkv", "--model", model, "--lossless")
@@ -127,6 +129,8 @@ def test_enhance_follows_a_prepared_clips_motion_and_says_so(moving_clip, tmp_pa
     assert still.exit_code == 0 and "head moved" not in still.output and not applied
     a, b = read_video(tmp_path / "moved.mkv")[0], read_video(tmp_path / "still.mkv")[0]
     assert (a[0] == b[0]).all()  # frame 0 is at the identity's pose
+    assert len(written) == len(a)  # every frame went through the move, and the output holds what it gave
+    assert all((frame == moved).all() for frame, moved in zip(a, written, strict=True))
 
 
 def test_a_prepared_clip_without_motion_warns_and_fails_under_strict(moving_clip, tmp_path):

@@ -23,6 +23,7 @@ from facenhance_cli.conditioning import FrameImages, frame_images, needs_paste_m
 from facenhance_cli.config import FacenhanceConfig
 from facenhance_cli.errors import InputError, UsageError
 from facenhance_cli.fileio import read_jsonl
+from facenhance_cli.motion import MOTION_FILE
 
 log = logging.getLogger(__name__)
 
@@ -226,16 +227,21 @@ class FrameDataset:
 
     def alignment(self, ci: int) -> np.ndarray | None:
         """(F, 2, 3) per-frame similarities taking clip `ci`'s high frame n onto frame 0 (= its identity
-        image), fitted on the rigid landmarks `prepare` stored in meta.json; None without them."""
+        image): the inverse of the head motion `prepare` stored (motion.csv, what `eval --align-truth`
+        uses), else fitted on the rigid landmarks of meta.json; None without either."""
         if ci not in self._alignments:
-            self._alignments[ci] = head_alignments(self.entries[ci].folder / "meta.json", self.image_size)
+            folder = self.entries[ci].folder
+            stored = stored_alignments(folder / MOTION_FILE, self.image_size)
+            self._alignments[ci] = (
+                stored if stored is not None else head_alignments(folder / "meta.json", self.image_size)
+            )
         return self._alignments[ci]
 
     def _high(self, ci: int, n: int) -> np.ndarray:
         """(S, S, 3) uint8 high frame n of clip `ci`, moved onto frame 0's head pose with align_targets."""
         frame = self.clip(ci).high[n]
         transforms = self.alignment(ci) if self.config.training.align_targets else None
-        if transforms is None or n >= len(transforms):
+        if transforms is None or n >= len(transforms) or np.array_equal(transforms[n], np.eye(2, 3)):
             return frame
         import cv2
 
@@ -265,6 +271,27 @@ class FrameDataset:
         if flip:
             return TrainingSample(target[:, ::-1], inputs.flipped())
         return TrainingSample(target, inputs)
+
+
+def stored_alignments(motion_path: Path, size: int) -> np.ndarray | None:
+    """(F, 2, 3) the inverse of each frame's head move in `prepare`'s motion.csv at `size` px (a still frame:
+    exactly the identity), None when the file is missing or unreadable.
+
+    The motion is the rigid landmarks' fit refined by registering the head and kept only where it lowers
+    the head's error (`motion.estimate_motion`): the landmark fit alone moves near-static heads by its
+    jitter (a still clip lost 5 dB to it), which teaches the network to hedge where the truth is still."""
+    import cv2
+
+    from facenhance_cli.motion import is_still, read_motion
+
+    try:
+        motion = read_motion(motion_path)
+    except UsageError:
+        return None
+    moves = [motion.matrix(n, size) for n in range(len(motion))]
+    return np.stack(
+        [np.eye(2, 3) if is_still(move, size) else cv2.invertAffineTransform(move) for move in moves]
+    )
 
 
 def head_alignments(meta_path: Path, size: int) -> np.ndarray | None:

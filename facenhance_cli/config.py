@@ -178,8 +178,9 @@ class TrainingConfig:
     max_steps: int = 2_000_000
     flip: bool = True  # random horizontal flips, the same for every image of a sample
     color_jitter: float = 0.0  # per-channel gain in [1 - j, 1 + j], the same for every image of a sample
-    # Move each target frame's head onto frame 0's (the identity image's) pose with a similarity fitted on
-    # prepare's rigid landmarks: the model cannot know head motion, so a moved head only teaches it to blur.
+    # Move each target frame's head onto frame 0's (the identity image's) pose by the inverse of prepare's
+    # head motion (motion.csv; without it, a similarity fitted on prepare's rigid landmarks): the model
+    # cannot know head motion, so a moved head only teaches it to blur.
     align_targets: bool = False
     # edm only. mse: the masked squared error summed over the batch, so samples the base gets badly wrong
     # (big moves) dominate and near-static ones, where any edit costs PSNR, hardly count. relative: each

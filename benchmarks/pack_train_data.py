@@ -3,9 +3,9 @@
 Usage: python benchmarks/pack_train_data.py ~/facenhance-data/all64 gpu_data/train.tar [--crf 18]
        [--splits train]
 Each clip of the --splits keeps what training reads: high.mkv and low.mkv re-encoded as H.264 at --crf
-(readable there with OpenCV alone: the GPU machine has no PyAV), identity.png, and a meta.json cut to
-n_frames, size and the high landmarks to 0.1 px (for `training.align_targets`); gzip-compressed. The
-manifest keeps those clips' lines as they are. The test split is left out by default (the GPU run then
+(readable there with OpenCV alone: the GPU machine has no PyAV), identity.png, a meta.json cut to
+n_frames, size and the high landmarks to 0.1 px, and motion.csv (both for `training.align_targets`);
+gzip-compressed. The manifest keeps those clips' lines as they are. The test split is left out by default (the GPU run then
 has no validation loss): 175 training clips pack into 37 MiB (measured), beside a 21 MiB working tree.
 """
 
@@ -41,6 +41,8 @@ def pack_clip(src: Path, dst: Path, crf: int) -> None:
             for frame in frames:
                 writer.write(frame)
     shutil.copy2(src / "identity.png", dst / "identity.png")
+    if (src / "motion.csv").is_file():  # the head motion `training.align_targets` moves targets back by
+        shutil.copy2(src / "motion.csv", dst / "motion.csv")
     meta = json.loads((src / "meta.json").read_text())
     (dst / "meta.json").write_text(json.dumps(slim_meta(meta)))
 

@@ -5,8 +5,9 @@ Usage: python benchmarks/pack_train_data.py ~/facenhance-data/all64 gpu_data/tra
 Each clip of the --splits keeps what training reads: high.mkv and low.mkv re-encoded as H.264 at --crf
 (readable there with OpenCV alone: the GPU machine has no PyAV), identity.png, a meta.json cut to
 n_frames, size and the high landmarks to 0.1 px, and motion.csv (both for `training.align_targets`);
-gzip-compressed. The manifest keeps those clips' lines as they are. The test split is left out by default (the GPU run then
-has no validation loss): 175 training clips pack into 37 MiB (measured), beside a 21 MiB working tree.
+gzip-compressed. The manifest keeps those clips' lines as they are. The test split is left out by default
+(the GPU run then has no validation loss): 175 training clips pack into 37 MiB (measured), beside a 21 MiB
+working tree.
 """
 
 from __future__ import annotations

@@ -32,6 +32,13 @@ Precision = Literal["fp32", "bf16", "fp16"]  # bf16 autocast runs on the CPU too
 # denoise: Algorithm 1 (the truth at a random noise level). distill: reproduce a teacher model's samples with
 # this config's own sampler (fewer steps), `train --teacher` (training/distill.py).
 Objective = Literal["denoise", "distill"]
+# How training.align_targets moves a target's head back onto frame 0's pose. landmarks: a similarity fitted
+# on prepare's rigid landmarks, the frame's own points, as the low frames were aligned. registered: the
+# inverse of prepare's registered head motion (motion.csv, the motion `eval --align-truth` aligns the truth
+# with; the landmarks' fit where a folder has none). Registered targets sit a few px from where the
+# landmark-aligned low frame puts the face, which the network cannot see: it learns to blur over that
+# offset (docs/experiments.md row 39).
+TargetMotion = Literal["landmarks", "registered"]
 
 
 @dataclass(frozen=True)
@@ -178,10 +185,10 @@ class TrainingConfig:
     max_steps: int = 2_000_000
     flip: bool = True  # random horizontal flips, the same for every image of a sample
     color_jitter: float = 0.0  # per-channel gain in [1 - j, 1 + j], the same for every image of a sample
-    # Move each target frame's head onto frame 0's (the identity image's) pose by the inverse of prepare's
-    # head motion (motion.csv; without it, a similarity fitted on prepare's rigid landmarks): the model
-    # cannot know head motion, so a moved head only teaches it to blur.
+    # Move each target frame's head onto frame 0's (the identity image's) pose (how: target_motion): the
+    # model cannot know head motion, so a moved head only teaches it to blur.
     align_targets: bool = False
+    target_motion: TargetMotion = "landmarks"
     # edm only. mse: the masked squared error summed over the batch, so samples the base gets badly wrong
     # (big moves) dominate and near-static ones, where any edit costs PSNR, hardly count. relative: each
     # sample's error is divided by its base's own (`diffusion.losses.edm_loss`), which weighs every sample

@@ -227,11 +227,14 @@ class FrameDataset:
 
     def alignment(self, ci: int) -> np.ndarray | None:
         """(F, 2, 3) per-frame similarities taking clip `ci`'s high frame n onto frame 0 (= its identity
-        image): the inverse of the head motion `prepare` stored (motion.csv, what `eval --align-truth`
-        uses), else fitted on the rigid landmarks of meta.json; None without either."""
+        image): fitted on the rigid landmarks of meta.json, or with `training.target_motion = registered`
+        the inverse of the head motion `prepare` stored (motion.csv) where there is one; None without
+        either."""
         if ci not in self._alignments:
             folder = self.entries[ci].folder
-            stored = stored_alignments(folder / MOTION_FILE, self.image_size)
+            stored = None
+            if self.config.training.target_motion == "registered":
+                stored = stored_alignments(folder / MOTION_FILE, self.image_size)
             self._alignments[ci] = (
                 stored if stored is not None else head_alignments(folder / "meta.json", self.image_size)
             )
@@ -278,8 +281,7 @@ def stored_alignments(motion_path: Path, size: int) -> np.ndarray | None:
     exactly the identity), None when the file is missing or unreadable.
 
     The motion is the rigid landmarks' fit refined by registering the head and kept only where it lowers
-    the head's error (`motion.estimate_motion`): the landmark fit alone moves near-static heads by its
-    jitter (a still clip lost 5 dB to it), which teaches the network to hedge where the truth is still."""
+    the head's error (`motion.estimate_motion`), the motion `eval --align-truth` aligns the truth with."""
     import cv2
 
     from facenhance_cli.motion import is_still, read_motion

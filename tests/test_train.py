@@ -313,16 +313,14 @@ def test_a_diverging_run_stops_before_saving_a_broken_model(data_dir, tmp_path):
 
 
 def test_aligned_targets_move_the_head_back_onto_frame_zero(tmp_path):
-    """With training.align_targets and no motion.csv (data prepared before it), a frame whose head moved
-    (here: the whole frame shifted by 9, 5 px, landmarks with it) comes back onto frame 0's pose by the
-    landmarks' fit; without landmarks in meta.json nothing is moved."""
+    """With training.align_targets, a frame whose head moved (here: the whole frame shifted by 9, 5 px,
+    landmarks with it) comes back onto frame 0's pose; without landmarks in meta.json nothing is moved."""
     import cv2
 
     from facenhance_cli.data import FrameDataset, read_manifest
 
     data = make_prepared_dataset(tmp_path / "data", n_train=1, n_test=0, n_frames=2, size=64)
     clip = data / "s00_clip"
-    (clip / "motion.csv").unlink()
     high, _ = read_video(clip / "high.mkv")
     shift = np.float64([[1, 0, 9], [0, 1, 5]])
     moved = cv2.warpAffine(high[0], shift, (64, 64), borderMode=cv2.BORDER_REPLICATE)
@@ -346,8 +344,9 @@ def test_aligned_targets_move_the_head_back_onto_frame_zero(tmp_path):
 
 
 def test_aligned_targets_follow_prepares_motion_file_over_the_landmarks(tmp_path):
-    """With prepare's motion.csv in the clip folder the targets are moved back by its (registered) motion,
-    not by the landmarks' fit, and a frame it calls still is the high frame itself, not resampled."""
+    """With training.target_motion = registered and prepare's motion.csv in the clip folder the targets are
+    moved back by its (registered) motion, not by the landmarks' fit, and a frame it calls still is the high
+    frame itself, not resampled; the default (landmarks) leaves motion.csv alone."""
     import cv2
 
     from facenhance_cli.data import FrameDataset, read_manifest
@@ -367,16 +366,19 @@ def test_aligned_targets_follow_prepares_motion_file_over_the_landmarks(tmp_path
     (clip / "meta.json").write_text(json.dumps(meta))
     still, shifted = [1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 9 / 64, 5 / 64]  # tx, ty in image sides
     (clip / "motion.csv").write_text(motion_csv_text(HeadMotion(np.array([still, shifted, still]))))
+    aligning = {"unet.image_size": 64, "training.align_targets": True}
     dataset = FrameDataset(
-        read_manifest(data), tiny_config(**{"unet.image_size": 64, "training.align_targets": True})
+        read_manifest(data), tiny_config(**aligning, **{"training.target_motion": "registered"})
     )
     inner = (slice(12, 52), slice(12, 52))
     back = dataset.sample(1, flip=False).target
     assert np.abs(back[inner].astype(int) - high[0][inner].astype(int)).max() <= 2
     assert (dataset.sample(2, flip=False).target == high[2]).all()
+    landmarks = FrameDataset(read_manifest(data), tiny_config(**aligning))
+    assert not (landmarks.sample(2, flip=False).target == high[2]).all()
     (clip / "motion.csv").unlink()
     refit = FrameDataset(
-        read_manifest(data), tiny_config(**{"unet.image_size": 64, "training.align_targets": True})
+        read_manifest(data), tiny_config(**aligning, **{"training.target_motion": "registered"})
     )
     assert not (refit.sample(2, flip=False).target == high[2]).all()
 

@@ -182,6 +182,14 @@ def _head_error(gray_t: np.ndarray, gray_f: np.ndarray, move: np.ndarray, mask: 
     return float(((moved - gray_t)[pixels] ** 2).mean()) if pixels.any() else float("inf")
 
 
+def _sane(to_identity: np.ndarray, size: int) -> bool:
+    """True when the frame's move that `to_identity` (2, 3) undoes is within check_motion's limits."""
+    import cv2
+
+    scale, _, tx, ty = params_from_matrix(cv2.invertAffineTransform(to_identity), size)
+    return SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and max(abs(tx), abs(ty)) <= SHIFT_LIMIT
+
+
 def register_head(template: np.ndarray, frame: np.ndarray, start: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(2, 3) move taking `frame`'s head onto `template`'s ((H, W, 3) uint8 images): of no move, the
     landmark fit `start` and ECC registrations on `mask` (template pixels) from each, the one whose moved
@@ -195,6 +203,8 @@ def register_head(template: np.ndarray, frame: np.ndarray, start: np.ndarray, ma
     candidates: list[np.ndarray | None] = [still, start]
     candidates.append(_ecc(gray_t, gray_f, still, cv2.MOTION_EUCLIDEAN, mask))
     candidates.append(_ecc(gray_t, gray_f, start, cv2.MOTION_AFFINE, mask))
+    # A move outside what a motion file may hold (check_motion) is a failed fit, never a head's motion.
+    candidates = [c if c is not None and _sane(c, template.shape[1]) else None for c in candidates]
     errors = [(_head_error(gray_t, gray_f, c, mask), i) for i, c in enumerate(candidates) if c is not None]
     best_error, best_index = min(errors)
     best = candidates[best_index]

@@ -13,7 +13,7 @@ from facenhance_cli.cli import app
 from facenhance_cli.evaluation.alignment import align_truth
 from facenhance_cli.faces.alignment import _CMU_TEMPLATE
 from facenhance_cli.metrics.fidelity import psnr_frames, ssim_frames
-from facenhance_cli.motion import estimate_motion
+from facenhance_cli.motion import check_motion, estimate_motion
 
 SIZE = 192
 
@@ -53,6 +53,20 @@ def test_a_moved_head_comes_back_onto_the_identity_pose_and_the_background_stays
     corner = (slice(0, 12), slice(0, 12))  # background far from the head: never moved
     assert (aligned.frames[1][corner] == gt[1][corner]).all() and aligned.valid[1][corner].all()
     assert 0.8 < aligned.valid[1:].mean() < 1.0  # what the move leaves unknown is left out
+
+
+def test_a_move_no_motion_file_may_hold_is_never_estimated():
+    """A frame whose head looks 3x bigger (a failed track, a cut) is not a head motion: the estimate stays
+    within what `check_motion` accepts, so `prepare` never writes a motion.csv that `enhance` refuses."""
+    identity, lmk = scene((0.0, 0.0))
+    zoom = cv2.getRotationMatrix2D((96.0, 96.0), 0.0, 3.0)  # (2, 3) identity px -> frame px
+    frame = cv2.warpAffine(
+        identity, zoom, (SIZE, SIZE), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT
+    )
+    points = lmk @ zoom[:, :2].T + zoom[:, 2]
+    motion = estimate_motion(identity, np.stack([identity, frame]), np.stack([lmk, points]), lmk)
+    check_motion(motion.params, "estimate")  # raises on a scale outside [0.5, 2]
+    assert 0.5 <= motion.params[1, 0] <= 2.0
 
 
 def test_a_still_clip_is_scored_exactly_as_the_raw_truth():

@@ -32,12 +32,9 @@ Precision = Literal["fp32", "bf16", "fp16"]  # bf16 autocast runs on the CPU too
 # denoise: Algorithm 1 (the truth at a random noise level). distill: reproduce a teacher model's samples with
 # this config's own sampler (fewer steps), `train --teacher` (training/distill.py).
 Objective = Literal["denoise", "distill"]
-# How training.align_targets moves a target's head back onto frame 0's pose. landmarks: a similarity fitted
-# on prepare's rigid landmarks, the frame's own points, as the low frames were aligned. registered: the
-# inverse of prepare's registered head motion (motion.csv, the motion `eval --align-truth` aligns the truth
-# with; the landmarks' fit where a folder has none). Registered targets sit a few px from where the
-# landmark-aligned low frame puts the face, which the network cannot see: it learns to blur over that
-# offset (docs/experiments.md row 39).
+# How align_targets moves a target's head onto frame 0's pose: a fit of prepare's rigid landmarks (as the low
+# frames were aligned) or the inverse of prepare's registered head motion (motion.csv, as eval --align-truth;
+# a few px from where landmark-aligned low frames put the face: the network blurs over it, experiments row 39).
 TargetMotion = Literal["landmarks", "registered"]
 
 

@@ -5,8 +5,9 @@ head by the landmarks' noise, while `eval --align-truth` moves the truth back by
 (motion.csv). Here each low frame is re-aligned as frame 0's landmark alignment composed with the registered
 motion, C_n = A_0 B^-1 M_n^-1 B A_n^-1 (A_n: prepare's source -> low transform of frame n, B: the source ->
 high crop, M_n: motion.csv's move), by warping the 64 px low frame with C_n (bicubic; an approximation of
-aligning the source frame so). A frame whose motion row is out of range keeps its alignment. high.mkv and
-identity.png are linked, not copied.
+aligning the source frame so). high.mkv and identity.png are linked, not copied. Rows 42-43 ran on motion
+files written before `estimate_motion` dropped out-of-range moves (8 training clips had such a frame, kept
+unmoved then); they are rewritten since, and every file is read by `read_motion`, as `enhance` reads it.
 
     python benchmarks/steady_low_frames.py PREPARED_DIR OUT_DIR
 """
@@ -21,25 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facenhance_cli.motion import MOTION_COLUMNS, SCALE_RANGE, SHIFT_LIMIT, HeadMotion
+from facenhance_cli.motion import read_motion
 from facenhance_cli.video import read_video, write_video
 
 
 def as3x3(matrix: np.ndarray) -> np.ndarray:
     return np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
-
-
-def read_rows(path: Path) -> HeadMotion:
-    """motion.csv's rows (prepare writes a comment line, then the header), an out-of-range row (a failed
-    registration) replaced by no move."""
-    rows = np.loadtxt(path, delimiter=",", comments="#", skiprows=2, ndmin=2)[:, 1 : len(MOTION_COLUMNS)]
-    bad = (
-        (rows[:, 0] < SCALE_RANGE[0])
-        | (rows[:, 0] > SCALE_RANGE[1])
-        | (np.abs(rows[:, 2:]) > SHIFT_LIMIT).any(1)
-    )
-    rows[bad] = [1.0, 0.0, 0.0, 0.0]
-    return HeadMotion(rows)
 
 
 def steady_low(clip: Path) -> tuple[np.ndarray, float, np.ndarray]:
@@ -50,11 +38,11 @@ def steady_low(clip: Path) -> tuple[np.ndarray, float, np.ndarray]:
     s, (x, y) = size / side, meta["crop_box"][:2]
     to_high = np.array([[s, 0, (0.5 - x) * s - 0.5], [0, s, (0.5 - y) * s - 0.5], [0, 0, 1]])  # B
     to_low = [as3x3(a) for a in meta["low_transforms"]]  # A_n
-    motion = read_rows(clip / "motion.csv")
+    motion = read_motion(clip / "motion.csv", len(low))
     centre = np.array([low.shape[1] / 2, low.shape[1] / 2, 1.0])
     frames, shifts = [], []
     for n, frame in enumerate(low):
-        move = as3x3(motion.matrix(min(n, len(motion) - 1), size))  # M_n
+        move = as3x3(motion.matrix(n, size))  # M_n
         steady = to_low[0] @ np.linalg.inv(to_high) @ np.linalg.inv(move) @ to_high
         correction = (steady @ np.linalg.inv(to_low[n]))[:2]  # (2, 3) low px -> low px
         shifts.append(np.abs(correction @ centre - centre[:2]).max())

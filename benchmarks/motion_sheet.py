@@ -43,7 +43,9 @@ def main() -> None:
     parser.add_argument("--clip", action="append", required=True)
     parser.add_argument("--method", action="append", required=True, help="LABEL=FOLDER")
     parser.add_argument("--frames", type=int, default=3)
-    parser.add_argument("--tile", type=int, default=None, help="px per frame on the sheet (default: full size)")
+    parser.add_argument(
+        "--tile", type=int, default=None, help="px per frame on the sheet (default: full size)"
+    )
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
     methods = [(m.split("=", 1)[0], Path(m.split("=", 1)[1])) for m in args.method]

@@ -140,7 +140,7 @@ def test_cli_choices_are_the_pipelines_choices():
     from facenhance_cli import backends, config
     from facenhance_cli.cli import choices
     from facenhance_cli.faces import DETECTORS, LANDMARK_BACKENDS
-    from facenhance_cli.prepare import LAYOUTS
+    from facenhance_cli.prepare import LAYOUTS, LOW_ALIGNMENTS
 
     pairs = [
         (choices.Precision, typing.get_args(config.Precision)),
@@ -148,6 +148,7 @@ def test_cli_choices_are_the_pipelines_choices():
         (choices.Spacing, typing.get_args(config.Spacing)),
         (choices.Backend, backends.BACKENDS),
         (choices.Layout, LAYOUTS),
+        (choices.LowAlignment, LOW_ALIGNMENTS),
         (choices.Landmarks, LANDMARK_BACKENDS),
         (choices.Detector, DETECTORS),
     ]

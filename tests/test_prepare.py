@@ -223,6 +223,39 @@ def test_high_crop_holds_the_face_and_does_not_jitter(batch):
     assert np.abs(corner - corner[0]).mean() < 6.0
 
 
+def test_steady_low_frames_move_only_with_the_registered_head(batch, tmp_path):
+    """--low-alignment steady (the default): frame n's transform is A_0 B^-1 M_n^-1 B (A_0 frame 0's
+    landmark alignment, B the high crop, M_n motion.csv's move), so a still photo moved across the frame
+    (b92: shifted 2 px a frame) keeps its low face stiller than aligning each frame on its own landmarks."""
+    from facenhance_cli import faces
+    from facenhance_cli.motion import read_motion
+
+    clip = batch["out"] / "b92_frames"
+    meta = json.loads((clip / "meta.json").read_text())
+    assert meta["low_alignment"] == "steady" and meta["settings"]["low_alignment"] == "steady"
+    motion = read_motion(clip / "motion.csv", 8)
+    assert motion.moves(192)  # the shift is registered
+    box = faces.CropBox(*meta["crop_box"])
+    to_high = np.vstack([faces.crop_matrix(box, 192), [0, 0, 1]])
+    np.testing.assert_allclose(
+        faces.box_to_crop(np.array([[10.0, 20.0]]), box, 192)[0], to_high[:2] @ [10, 20, 1]
+    )
+    first = faces.openface_align_matrix(np.array(meta["landmarks_source"][0]), faces.alignment_template(), 64)
+    for n, matrix in enumerate(meta["low_transforms"]):
+        move = np.vstack([motion.matrix(n, 192), [0, 0, 1]])
+        steady = np.vstack([first, [0, 0, 1]]) @ np.linalg.inv(to_high) @ np.linalg.inv(move) @ to_high
+        np.testing.assert_allclose(matrix, steady[:2], rtol=1e-3, atol=1e-3)  # meta and csv rounded
+    (source,), _ = prep.discover_inputs([batch["inputs"] / "b92_frames"])
+    options = prep.PrepareOptions(frames=8, low_alignment="landmarks")
+    assert prep.process_clip(source, tmp_path, options).status == "ok"
+    assert json.loads((tmp_path / "b92_frames" / "meta.json").read_text())["low_alignment"] == "landmarks"
+    steady_low = _read(clip / "low.mkv").astype(np.float32)
+    landmark_low = _read(tmp_path / "b92_frames" / "low.mkv").astype(np.float32)
+    steady_change = np.abs(steady_low - steady_low[0]).mean()
+    landmark_change = np.abs(landmark_low - landmark_low[0]).mean()
+    assert steady_change < 0.7 * landmark_change, (steady_change, landmark_change)
+
+
 def test_rerun_resumes_and_reports(batch):
     out = batch["out"]
     clip = out / Path(HAPPY).stem

@@ -1,8 +1,8 @@
 """The command line's fixed choices as Enums: Typer lists them in --help and Click refuses anything else.
 
 Precision, Sampler and Spacing are built from config's Literals (one source of truth; config imports
-only the standard library). Backend, Layout, Landmarks and Detector mirror backends.BACKENDS, prepare's
-LAYOUTS and faces' LANDMARK_BACKENDS and DETECTORS, kept here so that `facenhance --help` imports none
+only the standard library). Backend, Layout, LowAlignment, Landmarks and Detector mirror backends.BACKENDS, prepare's
+LAYOUTS and LOW_ALIGNMENTS and faces' LANDMARK_BACKENDS and DETECTORS, kept here so that `facenhance --help` imports none
 of those modules; tests/test_help_and_build.py checks that they agree.
 """
 
@@ -62,6 +62,13 @@ class Layout(str, Enum):
     auto = "auto"
     mug = "mug"
     flat = "flat"
+
+
+class LowAlignment(str, Enum):
+    """How `prepare` aligns each low frame: steady (frame 0's alignment moved with the head) or landmarks."""
+
+    steady = "steady"
+    landmarks = "landmarks"
 
 
 class Landmarks(str, Enum):

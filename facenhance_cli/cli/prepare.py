@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from facenhance_cli.cli.choices import Detector, Landmarks, Layout
+from facenhance_cli.cli.choices import Detector, Landmarks, Layout, LowAlignment
 from facenhance_cli.cli.common import handle_errors, is_terminal
 
 
@@ -121,6 +121,14 @@ def prepare(
         float,
         typer.Option("--smooth", help="Gaussian sigma, in frames, smoothing landmarks over time (0: off)."),
     ] = 1.0,
+    low_alignment: Annotated[
+        LowAlignment,
+        typer.Option(
+            "--low-alignment",
+            help="Low frames: steady (frame 0's alignment moved with the registered head motion, no "
+            "landmark jitter) or landmarks (each frame on its own landmarks, as OpenFace and the paper).",
+        ),
+    ] = LowAlignment.steady,
     max_missing: Annotated[
         float,
         typer.Option(
@@ -159,7 +167,7 @@ def prepare(
         seed=seed, split_file=str(split_file) if split_file else None, workers=workers,
         landmarks=landmarks.value, detector=detector.value, device=device,
         weights_dir=str(weights_dir) if weights_dir else None, subject_regex=subject_regex,
-        crop_scale=crop_scale, smooth=smooth, max_missing=max_missing, min_face=min_face,
+        crop_scale=crop_scale, smooth=smooth, low_alignment=low_alignment.value, max_missing=max_missing, min_face=min_face,
         preview=preview, overwrite=overwrite,
     ).check()  # fmt: skip
     if identity_only:

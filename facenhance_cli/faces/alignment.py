@@ -225,7 +225,13 @@ def align_face(
     image: np.ndarray, landmarks: np.ndarray, template: AlignmentTemplate, size: int = 64
 ) -> AlignedFace:
     """OpenFace-style masked similarity alignment: uint8 RGB frame + (68, 2) landmarks -> face on black."""
-    matrix = openface_align_matrix(landmarks, template, size)
+    return align_face_by(image, landmarks, openface_align_matrix(landmarks, template, size), size)
+
+
+def align_face_by(
+    image: np.ndarray, landmarks: np.ndarray, matrix: np.ndarray, size: int = 64
+) -> AlignedFace:
+    """A frame warped by a given (2, 3) frame -> face transform, masked around its own (68, 2) landmarks."""
     warped = warp_antialiased(image, matrix, size)
     aligned = apply_affine(matrix, np.asarray(landmarks, np.float64))
     mask = face_mask(aligned, size, BROW_RAISE_MM * sim_scale_for(size))
@@ -310,6 +316,12 @@ def crop_resize(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:
         patch = cv2.copyMakeBorder(patch, *pad, borderType=cv2.BORDER_REPLICATE)
     interp = cv2.INTER_AREA if box.side >= size else cv2.INTER_CUBIC
     return cv2.resize(np.ascontiguousarray(patch), (size, size), interpolation=interp)
+
+
+def crop_matrix(box: CropBox, size: int) -> np.ndarray:
+    """(2, 3) affine taking source pixels to pixels of the resized crop (what `box_to_crop` applies)."""
+    s = size / box.side
+    return np.array([[s, 0.0, (0.5 - box.x) * s - 0.5], [0.0, s, (0.5 - box.y) * s - 0.5]])
 
 
 def box_to_crop(points: np.ndarray, box: CropBox, size: int) -> np.ndarray:

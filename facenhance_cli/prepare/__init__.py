@@ -26,6 +26,7 @@ from facenhance_cli.prepare.inputs import (
 )
 from facenhance_cli.prepare.manifest import read_manifest_rows, write_manifest
 from facenhance_cli.prepare.options import (
+    LOW_ALIGNMENTS,
     MANIFEST,
     META,
     SPLIT_FILE,
@@ -45,6 +46,7 @@ from facenhance_cli.prepare.split import (
 
 __all__ = [
     "LAYOUTS",
+    "LOW_ALIGNMENTS",
     "MANIFEST",
     "META",
     "MUG_FPS",

@@ -24,7 +24,7 @@ from facenhance_cli.errors import (
     raise_if_interrupted,
 )
 from facenhance_cli.fileio import write_text
-from facenhance_cli.motion import MOTION_FILE, estimate_motion, motion_csv_text
+from facenhance_cli.motion import MOTION_FILE, HeadMotion, estimate_motion, motion_csv_text
 from facenhance_cli.prepare.inputs import ClipSource, parse_segment, resample_indices
 from facenhance_cli.prepare.options import FORMAT_VERSION, META, TMP_PREFIX, ClipResult, PrepareOptions
 from facenhance_cli.provenance import versions
@@ -155,7 +155,8 @@ def _done_earlier(final: Path, options: PrepareOptions, result: ClipResult) -> C
         meta = json.loads((final / META).read_text())
         result.n_frames = int(meta.get("n_frames", 0))
         result.warnings = [str(w) for w in meta.get("warnings", [])]  # said again: still true of the clip
-        if meta.get("settings") and meta["settings"] != options.fingerprint():
+        made_with = {"low_alignment": "landmarks", **meta.get("settings", {})}  # before the option: landmarks
+        if meta.get("settings") and made_with != options.fingerprint():
             result.notes.append("prepared earlier with other settings (use --overwrite to redo)")
     except (OSError, ValueError):
         pass
@@ -207,8 +208,12 @@ def _make_clip(
     landmarks = track.landmarks
     box = faces.steady_crop_box(landmarks, frames[0].shape[:2], options.crop_scale)
     high = np.stack([faces.crop_resize(f, box, options.size) for f in frames])
+    landmarks_high = faces.box_to_crop(landmarks, box, options.size)
+    motion = estimate_motion(high[0], high, landmarks_high, landmarks_high[0])
+    matrices = low_matrices(landmarks, template, (box, motion), options)
     aligned = [
-        faces.align_face(f, lm, template, options.low_size) for f, lm in zip(frames, landmarks, strict=True)
+        faces.align_face_by(f, lm, m, options.low_size)
+        for f, lm, m in zip(frames, landmarks, matrices, strict=True)
     ]
     low = np.stack([a.image for a in aligned])
     h, w = frames[0].shape[:2]
@@ -216,10 +221,7 @@ def _make_clip(
         notes.append("crop reaches outside the frame: edges replicated")
     tmp.mkdir(parents=True)
     _write_clip(tmp, high, low, Fraction(where["fps_out"]).limit_denominator(100000), options.preview)
-    landmarks_high = faces.box_to_crop(landmarks, box, options.size)
-    write_text(
-        tmp / MOTION_FILE, motion_csv_text(estimate_motion(high[0], high, landmarks_high, landmarks_high[0]))
-    )
+    write_text(tmp / MOTION_FILE, motion_csv_text(motion))
     raw = [None if not ok else _round(r) for ok, r in zip(track.found, track.raw, strict=True)]
     return {
         "n_frames": len(frames),
@@ -238,12 +240,36 @@ def _make_clip(
         "landmarks_source_raw": raw,
         "landmarks_high": _round(landmarks_high),
         "motion": MOTION_FILE,  # the head's motion relative to frame 0 (the identity image), per frame
+        "low_alignment": options.low_alignment,
         "landmarks_low": _round(np.stack([a.landmarks for a in aligned])),
         "low_transforms": [_round(a.matrix, 5) for a in aligned],
         "notes": notes,
         "versions": {**versions("numpy", "opencv", "av"), **det.versions()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def low_matrices(
+    landmarks: np.ndarray, template: Any, crop: tuple[Any, HeadMotion], options: PrepareOptions
+) -> list[np.ndarray]:
+    """Each frame's (2, 3) source -> low transform for --low-alignment; `crop` is (box, registered motion).
+
+    "landmarks": frame n's own OpenFace alignment A_n. "steady": A_0 B^-1 M_n^-1 B, with B the source ->
+    high crop and M_n motion.csv's move, so the low face moves against the frame only as the head does."""
+    from facenhance_cli import faces
+
+    own = [faces.openface_align_matrix(lm, template, options.low_size) for lm in landmarks]
+    if options.low_alignment == "landmarks":
+        return own
+    box, motion = crop
+    to_high = _as3x3(faces.crop_matrix(box, options.size))  # B
+    frame0 = _as3x3(own[0]) @ np.linalg.inv(to_high)  # A_0 B^-1
+    moves = [_as3x3(motion.matrix(n, options.size)) for n in range(len(landmarks))]  # M_n
+    return [(frame0 @ np.linalg.inv(move) @ to_high)[:2] for move in moves]
+
+
+def _as3x3(matrix: np.ndarray) -> np.ndarray:
+    return np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
 
 
 def _track_face(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
     from facenhance_cli.faces.detection import DetectorName, LandmarkBackend
     from facenhance_cli.prepare.inputs import Layout
 
+LowAlignment = Literal["steady", "landmarks"]
+LOW_ALIGNMENTS: tuple[str, ...] = get_args(LowAlignment)
 MANIFEST = "manifest.jsonl"
 SPLIT_FILE = "split.json"
 META = "meta.json"
@@ -40,6 +42,10 @@ class PrepareOptions:
     subject_regex: str | None = None
     crop_scale: float = 1.8  # high crop side / face size (landmark extent)
     smooth: float = 1.0  # Gaussian sigma along time, in output frames
+    # Low frames: "steady" = frame 0's landmark alignment composed with the registered head motion (the face
+    # keeps still against the head, as a generator's output does); "landmarks" = each frame on its own
+    # landmarks (OpenFace, the paper's MUG data; the low face jitters by the landmarks' noise).
+    low_alignment: LowAlignment = "steady"
     max_missing: float = 0.5  # skip a clip when more than this fraction of frames has no face
     min_face: float = 40.0  # skip a clip whose face (landmark extent) is smaller, in source pixels
     preview: bool = True
@@ -70,6 +76,10 @@ class PrepareOptions:
             if not (math.isfinite(value) and low <= value <= high):
                 bounds = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
                 raise UsageError(f"{flag} must be a number {bounds}, got {value}")
+        if self.low_alignment not in LOW_ALIGNMENTS:
+            raise UsageError(
+                f"unknown --low-alignment {self.low_alignment!r}: use {', '.join(LOW_ALIGNMENTS)}"
+            )
         try:  # the format, and START before END (empty in a clip of any length otherwise)
             parse_segment(self.segment, 10**9)
         except InputError:
@@ -78,7 +88,7 @@ class PrepareOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change a clip's files (a finished clip made with others is reported)."""
-        keys = ("frames", "segment", "size", "low_size", "crop_scale", "smooth")
+        keys = ("frames", "segment", "size", "low_size", "crop_scale", "smooth", "low_alignment")
         return {k: getattr(self, k) for k in keys}
 
 

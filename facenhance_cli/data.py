@@ -306,13 +306,10 @@ def head_alignments(meta_path: Path, size: int) -> np.ndarray | None:
     """
     from facenhance_cli.faces import RIGID_POINTS
     from facenhance_cli.metrics.landmarks import fit_similarity
+    from facenhance_cli.prepare.clip import stored_high_landmarks
 
-    try:
-        meta = json.loads(meta_path.read_text())
-        landmarks = np.asarray(meta["landmarks_high"], np.float64) * (size / float(meta["size"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2) or not np.isfinite(landmarks).all():
+    landmarks = stored_high_landmarks(meta_path, size)
+    if landmarks is None:
         return None
     rigid = list(RIGID_POINTS)
     return np.stack([fit_similarity(points[rigid], landmarks[0][rigid]) for points in landmarks])

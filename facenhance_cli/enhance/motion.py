@@ -9,7 +9,6 @@ the identity image has it, as before.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,17 +66,13 @@ def check_motion_files(jobs: list[EnhanceJob], no_motion: bool) -> None:
 def identity_landmarks(low: Path, identity: np.ndarray, weights_dir: Path | None) -> np.ndarray | None:
     """(68, 2) landmarks of the (S, S, 3) identity image: prepare's (its frame 0) when the job is a clip
     folder whose identity.png is that frame, else detected (None when no face is found)."""
-    meta_path = low.parent / "meta.json"
-    if low.name == "low.mkv" and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            points = np.asarray(meta["landmarks_high"][0], np.float64) * (
-                identity.shape[0] / float(meta["size"])
-            )
-            if points.shape == (68, 2) and np.isfinite(points).all():
-                return points
-        except (OSError, ValueError, KeyError, TypeError, IndexError):
-            pass
+    from facenhance_cli.prepare.clip import stored_high_landmarks
+
+    stored = (
+        stored_high_landmarks(low.parent / "meta.json", identity.shape[0]) if low.name == "low.mkv" else None
+    )
+    if stored is not None and len(stored):
+        return stored[0]
     from facenhance_cli import faces
     from facenhance_cli.errors import NoFaceError
 

@@ -328,17 +328,12 @@ def truth_settings(options: EvalOptions, alignment: list[tuple[int, int, float]]
 
 def prepared_landmarks(gt_path: Path, size: int, n_frames: int) -> np.ndarray | None:
     """(F, 68, 2) landmarks `prepare` stored for a clip's high.mkv (meta.json beside it), at `size` px."""
-    import json
+    from facenhance_cli.prepare.clip import stored_high_landmarks
 
-    meta_path = gt_path.parent / "meta.json"
-    if gt_path.name != "high.mkv" or not meta_path.is_file():
+    if gt_path.name != "high.mkv":
         return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        landmarks = np.asarray(meta["landmarks_high"], np.float64) * (size / float(meta["size"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return landmarks if landmarks.shape == (n_frames, 68, 2) else None
+    landmarks = stored_high_landmarks(gt_path.parent / "meta.json", size)
+    return landmarks if landmarks is not None and len(landmarks) == n_frames else None
 
 
 def _load_video(path: Path, pair: EvalPair, role: str) -> np.ndarray:

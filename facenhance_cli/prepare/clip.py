@@ -34,6 +34,19 @@ def _round(array: np.ndarray, digits: int = 2) -> list:
     return np.round(np.asarray(array, np.float64), digits).tolist()
 
 
+def stored_high_landmarks(meta_path: Path, size: int) -> np.ndarray | None:
+    """(F, 68, 2) landmarks a clip's meta.json holds for its high frames, scaled to `size` px; None when the
+    file or its landmarks are missing or malformed."""
+    try:
+        meta = json.loads(Path(meta_path).read_text())
+        landmarks = np.asarray(meta["landmarks_high"], np.float64) * (size / float(meta["size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2) or not np.isfinite(landmarks).all():
+        return None
+    return landmarks
+
+
 def is_complete(clip_dir: Path) -> bool:
     """A clip folder is complete when its meta.json (written last) is there."""
     return (clip_dir / META).is_file()

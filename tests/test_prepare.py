@@ -57,6 +57,19 @@ def test_split_is_subject_independent_deterministic_and_roundtrips(tmp_path):
     assert all(grown[s] == split[s] for s in subjects)  # earlier assignments never move
 
 
+def test_stored_high_landmarks_are_scaled_or_none(tmp_path):
+    from facenhance_cli.prepare.clip import stored_high_landmarks
+
+    meta = tmp_path / "meta.json"
+    points = np.arange(2 * 68 * 2, dtype=np.float64).reshape(2, 68, 2)
+    meta.write_text(json.dumps({"size": 192, "landmarks_high": points.tolist()}))
+    np.testing.assert_allclose(stored_high_landmarks(meta, 96), points / 2)
+    for broken in ('{"size": 192}', "not json", json.dumps({"size": 192, "landmarks_high": [[1, 2]]})):
+        meta.write_text(broken)
+        assert stored_high_landmarks(meta, 192) is None
+    assert stored_high_landmarks(tmp_path / "missing.json", 192) is None
+
+
 def test_discover_flat_names_manifest_and_regex(tmp_path):
     clips = tmp_path / "data" / "clips"
     clips.mkdir(parents=True)

@@ -3,11 +3,12 @@
 Per clip, the head-aligned truth (`eval --align-truth`'s, from motion.csv) kept inside the edit mask a model
 may change (`pasting.edit_mask`, MARGIN px around the pasted face, per frame) and the identity image
 outside it; with --low-res the truth is first brought down to the low face's resolution and back up
-(area, then bicubic), the most a method given the low frame alone could know. Unlike
+(area, then bicubic), the most a method given the low frame alone could know; with --union the region
+also covers frame 0's face (the identity's own, which a turned or moved face leaves behind). Unlike
 benchmarks/edit_ceiling.py (row 27: the truth blended into a model's output, PSNR) these are written as
 method folders, so every metric of `eval` (FVD, expr) scores them:
 
-    python benchmarks/edit_region_oracles.py PREPARED_TEST_DIR OUT_DIR --margin 16 [--low-res]
+    python benchmarks/edit_region_oracles.py PREPARED_TEST_DIR OUT_DIR --margin 16 [--low-res] [--union]
     facenhance eval OUT_DIR --gt PREPARED_TEST_DIR --align-truth
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from facenhance_cli.evaluation.alignment import align_truth
 from facenhance_cli.motion import read_motion
-from facenhance_cli.pasting import edit_mask, locate_low_face
+from facenhance_cli.pasting import WarpedLowFace, edit_mask, locate_low_face, warp_low_face
 from facenhance_cli.prepare.clip import stored_high_landmarks
 from facenhance_cli.video import read_image, read_video, write_video
 
@@ -40,7 +41,7 @@ def at_low_resolution(frames: np.ndarray, meta: dict) -> np.ndarray:
     )  # fmt: skip
 
 
-def oracle_video(clip: Path, margin: int, low_res: bool) -> tuple[np.ndarray, float]:
+def oracle_video(clip: Path, margin: int, low_res: bool, union: bool) -> tuple[np.ndarray, float]:
     """(F, S, S, 3) uint8: the aligned truth inside each frame's edit mask, the identity image outside."""
     high, fps = read_video(clip / "high.mkv")
     low, _ = read_video(clip / "low.mkv")
@@ -52,9 +53,13 @@ def oracle_video(clip: Path, margin: int, low_res: bool) -> tuple[np.ndarray, fl
     if low_res:
         truth = at_low_resolution(truth, json.loads((clip / "meta.json").read_text()))
     matrix, _ = locate_low_face(identity.astype(np.uint8), low[0])  # as the paste places the low face
+    first = warp_low_face(low[0], matrix, size)
     frames = []
     for target, low_frame in zip(truth, low, strict=True):
-        weight = edit_mask(low_frame, matrix, size, margin=margin)[..., None]  # (S, S, 1)
+        warped = warp_low_face(low_frame, matrix, size)
+        if union:  # where the face is now, and where the identity image has it
+            warped = WarpedLowFace(warped.face, np.maximum(warped.coverage, first.coverage))
+        weight = edit_mask(low_frame, matrix, size, warped=warped, margin=margin)[..., None]  # (S, S, 1)
         frames.append(np.clip(weight * target + (1 - weight) * identity + 0.5, 0, 255).astype(np.uint8))
     return np.stack(frames), fps
 
@@ -65,11 +70,12 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--margin", type=int, default=16, help="px around the pasted face (the models': 16)")
     parser.add_argument("--low-res", action="store_true", help="the truth at the low face's resolution")
+    parser.add_argument("--union", action="store_true", help="the region also covers frame 0's face")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     clips = sorted(p for p in args.prepared.iterdir() if (p / "motion.csv").is_file())
     for clip in clips:
-        frames, fps = oracle_video(clip, args.margin, args.low_res)
+        frames, fps = oracle_video(clip, args.margin, args.low_res, args.union)
         write_video(args.out / f"{clip.name}.mkv", frames, fps, lossless=True)
     print(f"{len(clips)} oracle videos in {args.out}")
 

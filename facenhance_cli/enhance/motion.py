@@ -96,6 +96,7 @@ def tracked_video(path: Path, weights_dir: Path | None) -> tuple[tuple[np.ndarra
     return tuple(frames), landmarks
 
 
+@functools.lru_cache(maxsize=1)  # the low frames' steady alignment and the head's following both use it
 def real_video_motion(path: Path, size: int, weights_dir: Path | None) -> HeadMotion:
     """The head motion of a real video (--prepare-input) relative to its first frame, at `size` px: its
     faces tracked and cut with `prepare`'s steady crop (one box for the clip) and registered as `prepare`

@@ -71,14 +71,23 @@ def low_frame_stream(
 
 
 def prepared_low_frames(path: Path, low_size: int, weights_dir: Path | None = None) -> list[np.ndarray]:
-    """A real (not black-background) video -> OpenFace-style aligned faces on black, as `prepare` makes them."""
+    """A real (not black-background) video -> OpenFace-style aligned faces on black, as `prepare` makes them
+    by default (`--low-alignment steady`: frame 0 on its landmarks, the others moved with the head's
+    registered motion)."""
     from facenhance_cli import faces
-    from facenhance_cli.enhance.motion import tracked_video
+    from facenhance_cli.enhance.motion import real_video_motion, tracked_video
+    from facenhance_cli.prepare.clip import low_matrices
+    from facenhance_cli.prepare.options import PrepareOptions
 
     frames, landmarks = tracked_video(path, weights_dir)
     template = faces.alignment_template(weights_dir)
+    options = PrepareOptions(low_size=low_size)
+    box = faces.steady_crop_box(landmarks, frames[0].shape[:2], options.crop_scale)
+    motion = real_video_motion(path, options.size, weights_dir)
+    matrices = low_matrices(landmarks, template, (box, motion), options)
     return [
-        faces.align_face(f, lm, template, low_size).image for f, lm in zip(frames, landmarks, strict=True)
+        faces.align_face_by(f, lm, m, low_size).image
+        for f, lm, m in zip(frames, landmarks, matrices, strict=True)
     ]
 
 

@@ -40,6 +40,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--distill-minutes", type=float, default=2.5)
     parser.add_argument("--truth-minutes", type=float, default=7.5)
     parser.add_argument("--detail-weight", type=float, default=10.0, help="truth: training.detail_weight")
+    parser.add_argument(
+        "--target-motion",
+        choices=("landmarks", "registered"),
+        default="landmarks",
+        help="truth: training.target_motion (registered for data prepared with --low-alignment steady)",
+    )
+    parser.add_argument(
+        "--edit-margin", type=int, default=None, help="truth: conditioning.edit_margin (default: init's)"
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--lr", type=float, default=None, help="default: 2e-4 (truth), 5e-4 (distill)")
     parser.add_argument("--teacher-steps", type=int, default=4, help="the teacher's DDIM steps (karras)")
@@ -127,8 +136,10 @@ def truth_recipe(args, init, settings: dict) -> dict:
             "training.objective": "denoise",
             "training.min_timestep": init.config.diffusion.num_timesteps - 1,
             "training.align_targets": True,
+            "training.target_motion": args.target_motion,
             "training.detail_weight": args.detail_weight,
             "conditioning.edit_gate_levels": 0.0,
+            "conditioning.edit_margin": args.edit_margin or init.config.conditioning.edit_margin,
         }
     )
     export = config.replace(**{"conditioning.edit_gate_levels": init.config.conditioning.edit_gate_levels})

@@ -7,7 +7,9 @@
 #
 # Before the call, here (the lent machine has PyTorch and OpenCV but no PyAV or platformdirs and no network;
 # OpenCV reads the packed H.264 clips, so PyAV's 35 MB wheel need not travel):
-#   python benchmarks/pack_train_data.py ~/facenhance-data/all64 gpu_data/train.tar     # 37 MiB
+#   python benchmarks/pack_train_data.py ~/facenhance-data/all64p gpu_data/train.tar    # ~37 MiB
+# (all64p: prepare's default steady low frames, so TARGET_MOTION=registered; EDIT_MARGIN=32 for row 46's wider
+# region, with INIT_MODEL=gpu_data/init.pt a model exported from it; all64 holds the older landmark-aligned clips)
 #   pip download platformdirs --no-deps --only-binary=:all: --python-version 3.12 -d .whl/
 # RECIPE=distill, optional: a teacher that is a full denoiser (the shipped default is a one-step patch-2 student): its 4-step
 # ancestor, 20 MiB more to carry (57 MiB with the pack), and the student then starts as the shipped default:
@@ -33,8 +35,11 @@ RECIPE="${RECIPE:-truth}"
 INIT=()
 if [ "$RECIPE" = distill ] && [ -f gpu_data/teacher-init.pt ]; then
   INIT=(--init gpu_data/teacher-init.pt --student-init "${STUDENT_INIT:-default}")
+elif [ -n "${INIT_MODEL:-}" ]; then
+  INIT=(--init "$INIT_MODEL")
 fi
+if [ -n "${EDIT_MARGIN:-}" ]; then INIT+=(--edit-margin "$EDIT_MARGIN"); fi
 timeout 540 "$PY" benchmarks/gpu_train.py "$DATA/data" "$OUT" --recipe "$RECIPE" --device "${DEVICE:-cuda}" \
   ${INIT[@]+"${INIT[@]}"} --truth-minutes "${TRUTH_MIN:-7.5}" --denoise-minutes "${DENOISE_MIN:-5}" \
-  --distill-minutes "${DISTILL_MIN:-2.5}" --workers "${WORKERS:-16}"
+  --distill-minutes "${DISTILL_MIN:-2.5}" --workers "${WORKERS:-16}" --target-motion "${TARGET_MOTION:-landmarks}"
 ls -la "$OUT"

@@ -103,7 +103,8 @@ def test_the_student_can_start_as_another_network(tmp_path):
 @pytest.mark.slow
 def test_the_truth_recipe_trains_the_one_step_model_on_the_truth_and_restores_its_gate(tmp_path, monkeypatch):
     """--recipe truth (the shipped v8's): one run at t = 999 with the detail term, the gate off in training and
-    the init model's gate in the exported student; its parts rejoin into a loadable one-step model."""
+    the init model's gate in the exported student, the target motion and edit margin asked for; its parts
+    rejoin into a loadable one-step model."""
     from test_network import EDM_MASKED
 
     root = make_prepared_dataset(tmp_path / "prepared", n_train=2, n_test=1, n_frames=4, size=32)
@@ -112,7 +113,8 @@ def test_the_truth_recipe_trains_the_one_step_model_on_the_truth_and_restores_it
     init = save_checkpoint(tmp_path / "init.pt", config, build_network(config).state_dict())
     out = tmp_path / "out"
     argv = [str(root), str(out), "--init", str(init), "--device", "cpu", "--max-batch", "2", "--workers", "1",
-            "--truth-minutes", "0.01", "--runs", str(tmp_path / "runs")]  # fmt: skip
+            "--truth-minutes", "0.01", "--runs", str(tmp_path / "runs"),
+            "--target-motion", "registered", "--edit-margin", "24"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["gpu_train.py", *argv])
     load_script("gpu_train").main()
     summary = json.loads((out / "summary.json").read_text())
@@ -125,5 +127,6 @@ def test_the_truth_recipe_trains_the_one_step_model_on_the_truth_and_restores_it
     trained = student.config.training
     assert trained.min_timestep == 999 and trained.detail_weight == 10.0 and trained.align_targets
     assert student.config.conditioning.edit_gate_levels == 12.0 and student.config.unet.use_flow_frame
+    assert trained.target_motion == "registered" and student.config.conditioning.edit_margin == 24
     run_config = torch.load(tmp_path / "runs" / "student" / "last.pt", weights_only=True)["config"]
     assert run_config["conditioning"]["edit_gate_levels"] == 0.0  # off while training

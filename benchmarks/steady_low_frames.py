@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facenhance_cli import faces
 from facenhance_cli.motion import read_motion
 from facenhance_cli.video import read_video, write_video
 
@@ -34,9 +35,8 @@ def steady_low(clip: Path) -> tuple[np.ndarray, float, np.ndarray]:
     """(F, L, L, 3) re-aligned low frames, their fps, and each correction's shift at the low frame's centre."""
     meta = json.loads((clip / "meta.json").read_text())
     low, fps = read_video(clip / "low.mkv")
-    size, side = meta["size"], meta["crop_box"][2]
-    s, (x, y) = size / side, meta["crop_box"][:2]
-    to_high = np.array([[s, 0, (0.5 - x) * s - 0.5], [0, s, (0.5 - y) * s - 0.5], [0, 0, 1]])  # B
+    size = meta["size"]
+    to_high = as3x3(faces.crop_matrix(faces.CropBox(*meta["crop_box"]), size))  # B
     to_low = [as3x3(a) for a in meta["low_transforms"]]  # A_n
     motion = read_motion(clip / "motion.csv", len(low))
     centre = np.array([low.shape[1] / 2, low.shape[1] / 2, 1.0])

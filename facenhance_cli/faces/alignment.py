@@ -320,15 +320,13 @@ def crop_resize(image: np.ndarray, box: CropBox, size: int) -> np.ndarray:
 
 def crop_matrix(box: CropBox, size: int) -> np.ndarray:
     """(2, 3) affine taking source pixels to pixels of the resized crop (what `box_to_crop` applies)."""
-    s = size / box.side
+    s = size / box.side  # pixel centres: source x maps to (x - box.x + 0.5) * s - 0.5
     return np.array([[s, 0.0, (0.5 - box.x) * s - 0.5], [0.0, s, (0.5 - box.y) * s - 0.5]])
 
 
 def box_to_crop(points: np.ndarray, box: CropBox, size: int) -> np.ndarray:
     """Source-pixel points (..., 2) -> pixel coordinates in the resized crop."""
-    s = size / box.side
-    # Pixel centres: source x maps to (x - box.x + 0.5) * s - 0.5.
-    return (points - np.array([box.x, box.y]) + 0.5) * s - 0.5
+    return apply_affine(crop_matrix(box, size), np.asarray(points, np.float64))
 
 
 # ----------------------------------------------------------------------------------------------------------

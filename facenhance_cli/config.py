@@ -182,23 +182,21 @@ class TrainingConfig:
     max_steps: int = 2_000_000
     flip: bool = True  # random horizontal flips, the same for every image of a sample
     color_jitter: float = 0.0  # per-channel gain in [1 - j, 1 + j], the same for every image of a sample
-    # Move each target frame's head onto frame 0's (the identity image's) pose (how: target_motion): the
-    # model cannot know head motion, so a moved head only teaches it to blur.
+    # Move each target frame's head onto frame 0's pose (how: target_motion): a moved head teaches blur.
     align_targets: bool = False
     target_motion: TargetMotion = "landmarks"
     # edm only. mse: the masked squared error summed over the batch, so samples the base gets badly wrong
-    # (big moves) dominate and near-static ones, where any edit costs PSNR, hardly count. relative: each
-    # sample's error is divided by its base's own (`diffusion.losses.edm_loss`), which weighs every sample
-    # as mean per-frame PSNR does.
+    # (big moves) dominate and near-static ones hardly count. relative: each sample's error is divided by
+    # its base's own (`diffusion.losses.edm_loss`), which weighs every sample as mean per-frame PSNR does.
     loss_scale: LossScale = "mse"
     # edm only, ours: > 0 adds this times the squared relative error of the edited region's mean
     # |Laplacian| (its fine-detail energy, what `eval`'s sharpness compares) against the truth's
-    # (`diffusion.losses.detail_energy_loss`): an MSE-trained one-step estimate is the smooth mean of what
-    # it cannot tell apart, and this asks for the truth's amount of detail without asking where.
+    # (`diffusion.losses.detail_energy_loss`): it asks for the truth's amount of detail, not where.
     detail_weight: float = 0.0
+    # ours: the loss's weight in the edit mask's ring around the pasted face (jaw, cheeks: row 47); 1 inside
+    ring_weight: float = 1.0
     objective: Objective = "denoise"
-    # denoise: t is drawn uniformly from [min_timestep, T). T - 1 trains only the noise level a one-step
-    # sampler calls the network at (DDIM 1: x0 from x_T), a student refined on the truth itself.
+    # denoise: t uniform in [min_timestep, T); T - 1 trains only DDIM 1's noise level (x0 from x_T).
     min_timestep: int = 0
     checkpoint_every: int = 5000
     validate_every: int = 5000
@@ -266,6 +264,8 @@ class FacenhanceConfig:
             raise UsageError("conditioning.edit_gate_levels needs unet.use_edit_mask (an EDM edit to gate)")
         if self.training.detail_weight > 0 and self.diffusion.preconditioning != "edm":
             raise UsageError("training.detail_weight needs diffusion.preconditioning = 'edm'")
+        if self.training.ring_weight != 1 and not self.unet.use_edit_mask:
+            raise UsageError("training.ring_weight needs unet.use_edit_mask (a pasted face)")
         if self.training.loss_scale == "relative" and not (
             self.diffusion.preconditioning == "edm" and self.unet.identity_skip
         ):
@@ -343,8 +343,8 @@ def _check_training(t: TrainingConfig) -> None:
         raise UsageError("training.seed must be >= 0")
     if not 0 <= t.color_jitter < 1:
         raise UsageError("training.color_jitter must be in [0, 1)")
-    if t.detail_weight < 0:
-        raise UsageError("training.detail_weight must be >= 0")
+    if t.detail_weight < 0 or t.ring_weight <= 0:
+        raise UsageError("training.detail_weight must be >= 0 and training.ring_weight > 0")
     if t.lr <= 0 or not 0 <= t.ema_decay < 1:
         raise UsageError("training.lr must be > 0 and training.ema_decay in [0, 1)")
 

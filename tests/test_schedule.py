@@ -214,3 +214,31 @@ def test_detail_energy_loss_asks_for_the_truths_amount_of_detail_not_its_place()
         load_preset("small").replace(**{"training.detail_weight": -1.0}).validate()
     with pytest.raises(UsageError, match="detail_weight needs"):  # only an EDM loss adds the term
         load_preset("tiny").replace(**{"training.detail_weight": 1.0}).validate()
+
+
+def test_ring_weight_weighs_the_ring_around_the_pasted_face():
+    """training.ring_weight scales the loss's weight where the pasted frame is the identity image (the ring
+    the edit mask adds around the pasted face), leaves it inside the face, and is refused where it has
+    no meaning (no edit mask) or would flip the loss (<= 0)."""
+    from facenhance_cli.conditioning import Conditioning
+    from facenhance_cli.config import load_preset
+    from facenhance_cli.errors import UsageError
+    from facenhance_cli.training.step import ring_weighted
+
+    identity = torch.zeros(1, 3, 8, 8)
+    pasted = identity.clone()
+    pasted[:, :, 2:6, 2:6] = 0.3  # the pasted face
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[:, :, 1:7, 1:7] = 1.0  # the face grown by 1 px
+    cond = Conditioning(identity, torch.zeros(1, 3, 4, 4), pasted_frame=pasted, edit_mask=mask)
+    weight = ring_weighted(cond, 4.0)
+    assert weight is not None and weight.shape == (1, 1, 8, 8)
+    assert (weight[:, :, 2:6, 2:6] == 1).all()  # inside the face: as before
+    assert weight[0, 0, 1, 1] == 4 and weight[0, 0, 6, 3] == 4  # the ring
+    assert weight[0, 0, 0, 0] == 0  # outside the edit mask: still nothing
+    assert ring_weighted(cond, 1.0) is cond.edit_weight
+    with pytest.raises(UsageError, match="ring_weight"):
+        load_preset("small").replace(**{"training.ring_weight": 0.0}).validate()
+    with pytest.raises(UsageError, match="ring_weight needs"):
+        load_preset("tiny").replace(**{"training.ring_weight": 2.0}).validate()
+    assert load_preset("small").replace(**{"training.ring_weight": 4.0}).validate()

@@ -84,13 +84,24 @@ def training_loss(
     d, cond = config.diffusion, batch.cond
     if d.preconditioning == "edm":
         base = cond.base if config.training.loss_scale == "relative" else None
-        loss = edm_loss(output, batch.x0, batch.t, schedule, d.sigma_data, cond.edit_weight, relative_to=base)
+        weight = ring_weighted(cond, config.training.ring_weight)
+        loss = edm_loss(output, batch.x0, batch.t, schedule, d.sigma_data, weight, relative_to=base)
         if config.training.detail_weight > 0:
             loss = loss + config.training.detail_weight * detail_energy_loss(
                 output, batch.x0, cond.edit_weight
             )
         return loss
     return diffusion_loss(schedule, d.prediction, d.loss, output, x_t, batch.t, batch.x0, batch.eps)
+
+
+def ring_weighted(cond: Conditioning, ring_weight: float) -> torch.Tensor | None:
+    """(B, 1, S, S) the edit weight with the ring around the pasted face (where the pasted frame is the
+    identity image, to half a level) scaled by `ring_weight` (experiments row 47: expr is lost there)."""
+    if ring_weight == 1 or cond.edit_weight is None or cond.pasted_frame is None:
+        return cond.edit_weight
+    change = (cond.pasted_frame - cond.identity_image).abs().amax(dim=1, keepdim=True)  # (B, 1, S, S)
+    ring = (change < 0.5 / 127.5).float()  # 1 where no low face was pasted
+    return cond.edit_weight * (1 + (ring_weight - 1) * ring)
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facenhance_cli.config import ConditioningConfig
+from facenhance_cli.faces.alignment import as_3x3
 
 BLACK_LEVEL = 12  # low-frame pixels at or below this (all channels) are background; codecs leave noise
 FEATHER_SIGMA = 2.0  # px at the identity's size: blur of the pasted face's edge
@@ -45,10 +46,6 @@ def _gray(image: np.ndarray) -> np.ndarray:
     import cv2
 
     return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
-
-
-def _as3x3(matrix: np.ndarray) -> np.ndarray:
-    return np.vstack([matrix, [0.0, 0.0, 1.0]])
 
 
 def locate_low_face(identity_image: np.ndarray, low_frame: np.ndarray) -> tuple[np.ndarray, float]:
@@ -88,7 +85,7 @@ def locate_low_face(identity_image: np.ndarray, low_frame: np.ndarray) -> tuple[
                 s = identity_image.shape[0] / side  # exact scale after rounding the side
                 # rotated low px -> small px (shift by the match) -> identity px (pixel centres kept).
                 to_identity = np.array([[s, 0.0, s * (x + 0.5) - 0.5], [0.0, s, s * (y + 0.5) - 0.5]])
-                best_score, best = score, (_as3x3(to_identity) @ _as3x3(rotation))[:2]
+                best_score, best = score, (as_3x3(to_identity) @ as_3x3(rotation))[:2]
     # ECC needs a mask on the low frame (its black background must not count); OpenCV 5.0 has that
     # variant, older releases may not, and then the coarse estimate stands (2-5 px off at 192 px).
     ecc_with_mask = getattr(cv2, "findTransformECCWithMask", None)

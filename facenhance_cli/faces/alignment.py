@@ -177,6 +177,11 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
+def as_3x3(matrix: np.ndarray) -> np.ndarray:
+    """A (2, 3) affine as its (3, 3) homogeneous matrix, float64 (to compose affines by @)."""
+    return np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
+
+
 def face_mask(aligned_landmarks: np.ndarray, size: int, brow_raise_px: float) -> np.ndarray:
     """(size, size) bool mask: the hull of the aligned landmarks with the brow points raised (OpenFace PAW).
 

@@ -275,14 +275,10 @@ def low_matrices(
     if options.low_alignment == "landmarks":
         return own
     box, motion = crop
-    to_high = _as3x3(faces.crop_matrix(box, options.size))  # B
-    frame0 = _as3x3(own[0]) @ np.linalg.inv(to_high)  # A_0 B^-1
-    moves = [_as3x3(motion.matrix(n, options.size)) for n in range(len(landmarks))]  # M_n
+    to_high = faces.as_3x3(faces.crop_matrix(box, options.size))  # B
+    frame0 = faces.as_3x3(own[0]) @ np.linalg.inv(to_high)  # A_0 B^-1
+    moves = [faces.as_3x3(motion.matrix(n, options.size)) for n in range(len(landmarks))]  # M_n
     return [(frame0 @ np.linalg.inv(move) @ to_high)[:2] for move in moves]
-
-
-def _as3x3(matrix: np.ndarray) -> np.ndarray:
-    return np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
 
 
 def _track_face(

@@ -20,6 +20,7 @@ G(output) + warped - G(warped). docs/experiments.md row 26 holds what this score
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -102,12 +103,18 @@ def main() -> None:
     parser.add_argument("--taper", type=float, default=0.0, help="px; 0: no taper")
     parser.add_argument("--net", type=Path, default=None)
     args = parser.parse_args()
-    for clip in sorted(p for p in args.clips.iterdir() if (p / "low.mkv").exists()):
+    write_method_videos(args.clips, args.out, lambda clip: clip_videos(clip, args))
+
+
+def write_method_videos(clips: Path, out: Path, make: Callable[[Path], dict[str, np.ndarray]]) -> None:
+    """For each prepared clip under `clips`, `make(clip)`'s float videos as OUT/METHOD/CLIP.mkv (lossless),
+    one folder per method for `eval`."""
+    for clip in sorted(p for p in clips.iterdir() if (p / "low.mkv").exists()):
         fps = read_video(clip / "low.mkv", max_frames=1)[1]
-        for name, video in clip_videos(clip, args).items():
-            (args.out / name).mkdir(parents=True, exist_ok=True)
+        for name, video in make(clip).items():
+            (out / name).mkdir(parents=True, exist_ok=True)
             frames = np.clip(video + 0.5, 0, 255).astype(np.uint8)
-            write_video(args.out / name / f"{clip.name}.mkv", frames, fps, lossless=True)
+            write_video(out / name / f"{clip.name}.mkv", frames, fps, lossless=True)
         print(clip.name, flush=True)
 
 

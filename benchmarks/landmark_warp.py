@@ -33,19 +33,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from flow_detail import coarse, write_method_videos  # benchmarks/, the script's folder
 
 from facenhance_cli.faces.detection import default_detector
 from facenhance_cli.pasting import FEATHER_SIGMA, edit_mask, locate_low_face, paste_low_face, warp_low_face
 from facenhance_cli.prepare.clip import stored_high_landmarks
-from facenhance_cli.video import read_image, read_video, write_video
+from facenhance_cli.video import read_image, read_video
 
-COARSE_SIGMA = 2.0  # px at 192: the detail paste's Gaussian
 EDGE_POINTS = 48  # still points on the edit mask's edge
 REGULARISATION = 1.0  # TPS smoothing (px^2 scale); noisy 64 px landmarks must not fold the image
-
-
-def coarse(image: np.ndarray) -> np.ndarray:
-    return cv2.GaussianBlur(image, (0, 0), COARSE_SIGMA)
 
 
 def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -179,13 +175,7 @@ def main() -> None:
     parser.add_argument("--points", choices=("dlib", "prepared", "outline"), default="dlib")
     parser.add_argument("--smooth", type=float, default=1.0, help="landmark smoothing over time, frames")
     args = parser.parse_args()
-    for clip in sorted(p for p in args.clips.iterdir() if (p / "low.mkv").exists()):
-        fps = read_video(clip / "low.mkv", max_frames=1)[1]
-        for name, video in clip_videos(clip, args).items():
-            (args.out / name).mkdir(parents=True, exist_ok=True)
-            frames = np.clip(video + 0.5, 0, 255).astype(np.uint8)
-            write_video(args.out / name / f"{clip.name}.mkv", frames, fps, lossless=True)
-        print(clip.name, flush=True)
+    write_method_videos(args.clips, args.out, lambda clip: clip_videos(clip, args))
 
 
 if __name__ == "__main__":

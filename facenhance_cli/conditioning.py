@@ -39,6 +39,9 @@ class Conditioning:
     # edit with the mask but is not a network input
     edit_gate: torch.Tensor | None = None
     flow_frame: torch.Tensor | None = None  # (B, 3, S, S) ours: the identity moved by the low face's flow
+    # `conditioning.paste_face`: the output inside the pasted face (`pasting.kept_face`), not network inputs
+    kept_face: torch.Tensor | None = None  # (B, 3, S, S) the sharpened paste
+    kept_alpha: torch.Tensor | None = None  # (B, 1, S, S) where it is kept
 
     @property
     def base(self) -> torch.Tensor:
@@ -68,6 +71,8 @@ class ConditioningChanges(TypedDict, total=False):
     edit_mask: torch.Tensor | None
     edit_gate: torch.Tensor | None
     flow_frame: torch.Tensor | None
+    kept_face: torch.Tensor | None
+    kept_alpha: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class FrameImages:
     edit_mask: np.ndarray | None = None  # (S, S, 1)
     edit_gate: np.ndarray | None = None  # (S, S, 1)
     flow_frame: np.ndarray | None = None  # (S, S, 3)
+    kept_face: np.ndarray | None = None  # (S, S, 3)
+    kept_alpha: np.ndarray | None = None  # (S, S, 1)
 
     def flipped(self) -> FrameImages:
         """Every image mirrored left-right (one flip for all keeps them consistent)."""
@@ -94,6 +101,7 @@ def needs_paste_matrix(config: FacenhanceConfig) -> bool:
     return (
         bool(stacked & {"pasted_frame", "edit_mask", "flow_frame"})
         or config.conditioning.edit_gate_levels > 0
+        or config.conditioning.paste_face
     )
 
 
@@ -112,7 +120,7 @@ def frame_images(
     levels = config.conditioning.edit_gate_levels
     if paste_matrix is None and needs_paste_matrix(config):
         raise ValueError("this model's conditioning needs the paste matrix (pasting.locate_low_face)")
-    pasted = mask = gate = flow = None
+    pasted = mask = gate = flow = kept = alpha = None
     if paste_matrix is None:
         return FrameImages(identity_image, low_frame, prev_frame)
     size = identity_image.shape[0]
@@ -127,7 +135,10 @@ def frame_images(
         gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels, warped)[..., None]
     if "flow_frame" in stacked:
         flow = flowwarp.flow_frame(identity_image, low_frame, paste_matrix, warped.coverage)
-    return FrameImages(identity_image, low_frame, prev_frame, pasted, mask, gate, flow)
+    if config.conditioning.paste_face:
+        kept, alpha = pasting.kept_face(identity_image, low_frame, paste_matrix, warped)
+        alpha = alpha if gate is None else alpha * gate  # the identity's own pixels where nothing changed
+    return FrameImages(identity_image, low_frame, prev_frame, pasted, mask, gate, flow, kept, alpha)
 
 
 def collate(frames: Sequence[FrameImages], device: str = "cpu") -> Conditioning:
@@ -145,7 +156,7 @@ def collate(frames: Sequence[FrameImages], device: str = "cpu") -> Conditioning:
 
     identity, low = images("identity_image"), images("low_frame")
     assert identity is not None and low is not None  # every frame has them
-    fields = ("prev_frame", "pasted_frame", "edit_mask", "edit_gate", "flow_frame")
+    fields = ("prev_frame", "pasted_frame", "edit_mask", "edit_gate", "flow_frame", "kept_face", "kept_alpha")
     return Conditioning(identity, low, *(images(name) for name in fields))
 
 

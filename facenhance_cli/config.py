@@ -138,19 +138,18 @@ class ConditioningConfig:
 
     prev_noise_std: float = 1.0  # std of z added to f_prev in [-1, 1] scale; 0 = the "no noise" ablation
     prev_noise_per_step: bool = False  # False: one z per frame; True: a fresh z at every denoising step
-    # 0: the plain paste (the low face, upscaled, over the identity image). > 0: inside the pasted face only
-    # what the paste changes above a Gaussian of this sigma (px at the model's size) is taken, and the
-    # identity's finer detail kept (`pasting.paste_low_face`); +0.75 dB PSNR over the plain paste on the
-    # test split with no network (benchmarks/trivial_estimators.py, sigma 2).
+    # 0: the plain paste (the low face, upscaled, over the identity image). > 0: only the paste's change above
+    # a Gaussian of this sigma (px) is taken, the identity's finer detail kept (`pasting.paste_low_face`).
     paste_detail_sigma: float = 0.0
     # 0: off. > 0 (8-bit levels): the model's edit is also multiplied by the expression gate, 1 where the low
-    # face changed the identity's coarse appearance by more than about this much, grown
-    # (`pasting.expression_gate`): the identity image's own pixels stay where the expression left them.
+    # face changed the identity's coarse appearance by more than about this much (`pasting.expression_gate`).
     edit_gate_levels: float = 0.0
     # px at 192 (scaled with the size): how far beyond the pasted face a model with an edit mask may change
-    # the identity image (`pasting.edit_mask`). Jaw, brows and hair move around the face; experiments row 27
-    # measured what a wider region could buy.
+    # the identity image (`pasting.edit_mask`; experiments rows 27 and 45).
     edit_margin: int = 16
+    # ours: True keeps the plain paste, sharpened (`pasting.kept_face`), as the output inside the pasted face
+    # (times the gate): the model draws the ring around it (experiments row 49: its face detail cost expr).
+    paste_face: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,8 +161,7 @@ class SamplingConfig:
     eta: float = 0.0
     strength: float = 1.0  # ddim: < 1 starts from the noised pasted frame at strength * T (SDEdit)
     spacing: Spacing = "trailing"  # ddim timesteps: trailing (even in t) | karras (denser at low noise)
-    # True: every frame of a video starts from the same x_T, so deterministic sampling changes a frame
-    # only as much as its conditioning changes (no frame-to-frame flicker of sampled detail).
+    # True: every frame of a video starts from the same x_T (no frame-to-frame flicker of sampled detail).
     shared_noise: bool = False
 
 
@@ -262,6 +260,8 @@ class FacenhanceConfig:
             raise UsageError("conditioning.edit_margin must be at least 1 px")
         if self.conditioning.edit_gate_levels > 0 and not self.unet.use_edit_mask:
             raise UsageError("conditioning.edit_gate_levels needs unet.use_edit_mask (an EDM edit to gate)")
+        if self.conditioning.paste_face and not self.unet.use_edit_mask:
+            raise UsageError("conditioning.paste_face needs unet.use_edit_mask (an EDM edit around the face)")
         if self.training.detail_weight > 0 and self.diffusion.preconditioning != "edm":
             raise UsageError("training.detail_weight needs diffusion.preconditioning = 'edm'")
         if self.training.ring_weight != 1 and not self.unet.use_edit_mask:

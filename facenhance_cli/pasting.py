@@ -192,6 +192,28 @@ GATE_GROW = 21
 GATE_SIGMA = 2.0  # px: the scale of "coarse change", as the detail paste's sigma
 
 
+# `conditioning.paste_face`'s unsharp mask of the kept face (experiments row 49): sigma in px at 192 (scaled
+# with the size) and amount; amounts 0.3 / 0.6 / 1.5 gave face sharpness 0.84 / 0.95 / 1.27 of the truth's.
+KEPT_FACE_SIGMA = 1.0
+KEPT_FACE_AMOUNT = 0.6
+
+
+def kept_face(
+    identity_image: np.ndarray, low_frame: np.ndarray, matrix: np.ndarray, warped: WarpedLowFace | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(S, S, 3) uint8 the plain paste, unsharp-masked, and (S, S, 1) float32 its face alpha: what a
+    `conditioning.paste_face` model outputs inside the pasted face."""
+    import cv2
+
+    size = identity_image.shape[0]
+    warped = warped or warp_low_face(low_frame, matrix, size)
+    paste = paste_low_face(identity_image, low_frame, matrix, 0.0, warped).astype(np.float32)
+    blurred = cv2.GaussianBlur(paste, (0, 0), KEPT_FACE_SIGMA * size / 192)
+    sharpened = np.clip(paste + KEPT_FACE_AMOUNT * (paste - blurred) + 0.5, 0, 255).astype(np.uint8)
+    alpha = cv2.GaussianBlur(warped.coverage, (0, 0), FEATHER_SIGMA)[..., None]  # (S, S, 1)
+    return sharpened, alpha.astype(np.float32)
+
+
 def expression_gate(
     identity_image: np.ndarray,
     low_frame: np.ndarray,

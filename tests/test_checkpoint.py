@@ -131,6 +131,35 @@ def test_export_stores_the_expression_gate_and_refuses_it_where_there_is_no_edit
     assert not (tmp_path / "t.pt").exists()
 
 
+def test_export_stores_paste_face_and_refuses_it_where_there_is_no_edit(tmp_path):
+    """--paste-face goes into the exported config (--network-face takes it out again); on a model without
+    an EDM edit mask it is one line naming the flag, exit 2, and nothing is written."""
+    from typer.testing import CliRunner
+
+    from facenhance_cli.cli import app
+
+    small = load_preset("small")
+    save_checkpoint(tmp_path / "small.pt", small, build_network(small).state_dict())
+    runner = CliRunner()
+    ok = runner.invoke(
+        app, ["export", str(tmp_path / "small.pt"), "-o", str(tmp_path / "p.pt"), "--paste-face"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert torch.load(tmp_path / "p.pt", weights_only=True)["config"]["conditioning"]["paste_face"] is True
+    back = runner.invoke(
+        app, ["export", str(tmp_path / "p.pt"), "-o", str(tmp_path / "n.pt"), "--network-face"]
+    )
+    assert back.exit_code == 0, back.output
+    assert torch.load(tmp_path / "n.pt", weights_only=True)["config"]["conditioning"]["paste_face"] is False
+    tiny = load_preset("tiny").replace(**{"unet.image_size": 32})
+    save_checkpoint(tmp_path / "tiny.pt", tiny, build_network(tiny).state_dict())
+    refused = runner.invoke(
+        app, ["export", str(tmp_path / "tiny.pt"), "-o", str(tmp_path / "t.pt"), "--paste-face"]
+    )
+    assert refused.exit_code == 2 and "--paste-face needs unet.use_edit_mask" in refused.output
+    assert not (tmp_path / "t.pt").exists()
+
+
 def test_export_to_a_file_not_ending_in_pt_is_one_line_exit_2_before_any_work(tmp_path):
     """`models` and --model find only .pt files: -o model.txt is refused before the source is even looked up."""
     from typer.testing import CliRunner

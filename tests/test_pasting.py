@@ -196,3 +196,55 @@ def test_the_edit_margin_is_the_configs_and_widens_the_mask():
     assert (wide >= narrow).all() and (wide > 0.5).sum() > 1.2 * (narrow > 0.5).sum()
     with pytest.raises(UsageError, match="edit_margin"):
         config.replace(**{"conditioning.edit_margin": 0}).validate()
+
+
+def test_a_paste_face_model_outputs_the_sharpened_paste_inside_the_face_and_its_edit_around_it():
+    """conditioning.paste_face: frame_images carries `kept_face` (the plain paste with more fine detail
+    inside the face, the paste's own alpha) and the EDM denoiser outputs it where the alpha is 1, and the
+    model's own output where it is 0; without the option neither is made."""
+    import torch
+
+    from facenhance_cli.conditioning import collate, frame_images
+    from facenhance_cli.config import load_preset
+    from facenhance_cli.diffusion.precond import edm_x0
+    from facenhance_cli.diffusion.schedule import make_schedule
+    from facenhance_cli.errors import UsageError
+    from facenhance_cli.pasting import kept_face
+
+    config = load_preset("small")
+    identity = textured_image()
+    matrix = similarity(1.8, 5.0, 40.0, 36.0)
+    low = low_face_of(identity, matrix)
+    assert frame_images(config, identity, low, matrix).kept_face is None
+    keeping = config.replace(**{"conditioning.paste_face": True})
+    images = frame_images(keeping, identity, low, matrix)
+    face, alpha = kept_face(identity, low, matrix)
+    assert np.array_equal(images.kept_face, face) and np.array_equal(images.kept_alpha, alpha)
+    plain = paste_low_face(identity, low, matrix).astype(float)
+    inside = alpha[..., 0] > 0.99
+
+    def detail(image: np.ndarray) -> float:
+        return float(
+            np.abs(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.CV_64F))[inside].mean()
+        )
+
+    assert detail(face) > 1.2 * detail(plain.astype(np.uint8))  # sharper
+    assert np.abs(face.astype(float) - plain)[inside].mean() < 12  # the same face
+    assert alpha[:10].max() == 0 and inside.sum() > 1000
+    cond = collate([images])
+    schedule = make_schedule(keeping.diffusion)
+    t = torch.tensor([999])
+    x_t = torch.randn(1, 3, 192, 192)
+
+    def edit(x: torch.Tensor, t: torch.Tensor, c: object) -> torch.Tensor:  # a network editing everything
+        return torch.full_like(x, 0.5)
+
+    with_face = edm_x0(edit, keeping, schedule, x_t, t, cond)  # (1, 3, S, S)
+    without = edm_x0(edit, config, schedule, x_t, t, cond.replace(kept_face=None, kept_alpha=None))
+    kept = torch.from_numpy(face).permute(2, 0, 1).float() / 127.5 - 1
+    assert torch.allclose(with_face[0][:, inside], kept[:, inside], atol=0.02)
+    outside = torch.from_numpy(alpha[..., 0] == 0)
+    assert torch.equal(with_face[0][:, outside], without[0][:, outside])
+    assert not torch.allclose(with_face, without)
+    with pytest.raises(UsageError, match="paste_face needs unet.use_edit_mask"):
+        load_preset("tiny").replace(**{"conditioning.paste_face": True}).validate()

@@ -56,6 +56,15 @@ def export(
             "stays where the low face changed the identity by about this many 8-bit levels. EDM models only.",
         ),
     ] = None,
+    paste_face: Annotated[
+        bool | None,
+        typer.Option(
+            "--paste-face/--network-face",
+            help="Stored with the model (conditioning.paste_face): inside the pasted face, output the low face "
+            "pasted and sharpened and let the network draw only the ring around it; or the network's output "
+            "everywhere. EDM models only.",
+        ),
+    ] = None,
     trained_on: Annotated[
         str | None, typer.Option("--trained-on", help="What the model was trained on, for `models`.")
     ] = None,
@@ -80,6 +89,7 @@ def export(
         "sampling.spacing": ("--spacing", spacing.value if spacing else None),
         "sampling.shared_noise": ("--shared-noise", shared_noise),
         "conditioning.edit_gate_levels": ("--edit-gate-levels", edit_gate_levels),
+        "conditioning.paste_face": ("--paste-face", paste_face),
     }
     overrides = {key: value for key, (_, value) in flags.items() if value is not None}
     meta = {"trained_on": trained_on} if trained_on else None

@@ -71,4 +71,6 @@ def edm_x0(
     edit = c_skip * residual + c_out * network(c_in * residual, t, cond).float()
     if (weight := cond.edit_weight) is not None:
         edit = weight * edit
-    return base + edit
+    if cond.kept_face is None or cond.kept_alpha is None:
+        return base + edit
+    return cond.kept_alpha * cond.kept_face + (1 - cond.kept_alpha) * (base + edit)  # conditioning.paste_face

@@ -59,7 +59,7 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, default=Path.home() / "facenhance-data" / "test32")
+    parser.add_argument("--clips", type=Path, default=Path.home() / "facenhance-data" / "test32p")
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
@@ -80,6 +80,8 @@ def workloads(args: argparse.Namespace, folder: Path) -> dict[str, tuple[list[st
     quick_args = [str(REPO / "examples" / "low.mp4"), "-i", str(REPO / "examples" / "neutral.png")]
     quick_args += ["-o", "{out}/quick.mkv"]
     quick = (quick_args, [(Path("quick.mkv"), REPO / "examples" / "ground_truth.mp4")])
+    if args.videos == 0:  # the quick start alone: no prepared clips needed
+        return {"quick start (1 video x 32 frames)": quick}
     clips = sorted(p for p in args.clips.iterdir() if (p / "low.mkv").is_file())[: args.videos]
     if args.folders:  # the prepared clip folders themselves: whole clips, their meta.json and motion.csv
         inputs = [*(str(clip) for clip in clips), "-o", "{out}"]
@@ -94,10 +96,7 @@ def workloads(args: argparse.Namespace, folder: Path) -> dict[str, tuple[list[st
         truths.append((Path(f"{clip.name}.mkv"), clip / "high.mkv"))
     (folder / "pairs.csv").write_text("\n".join(rows) + "\n")
     batch = ([f"--pairs={folder / 'pairs.csv'}"], truths)
-    loads = {"quick start (1 video x 32 frames)": quick}
-    if truths:  # --videos 0: the quick start alone
-        loads[f"{len(truths)} videos x {args.frames} frames"] = batch
-    return loads
+    return {"quick start (1 video x 32 frames)": quick, f"{len(truths)} videos x {args.frames} frames": batch}
 
 
 def cut_motion(clip: Path, n_frames: int, folder: Path) -> str:

@@ -124,7 +124,10 @@ def frame_images(
     if paste_matrix is None:
         return FrameImages(identity_image, low_frame, prev_frame)
     size = identity_image.shape[0]
-    warped = pasting.warp_low_face(low_frame, paste_matrix, size)  # shared by the three below
+    warped = pasting.warp_low_face(low_frame, paste_matrix, size)  # shared by those below
+    plain = None  # the plain paste, shared by the gate and the kept face
+    if levels > 0 or config.conditioning.paste_face:
+        plain = pasting.paste_low_face(identity_image, low_frame, paste_matrix, 0.0, warped)
     if "pasted_frame" in stacked:
         sigma = config.conditioning.paste_detail_sigma
         pasted = pasting.paste_low_face(identity_image, low_frame, paste_matrix, sigma, warped)
@@ -132,11 +135,12 @@ def frame_images(
         margin = config.conditioning.edit_margin
         mask = pasting.edit_mask(low_frame, paste_matrix, size, warped, margin)[..., None]
     if levels > 0:
-        gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels, warped)[..., None]
+        gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels, warped, plain)
+        gate = gate[..., None]  # (S, S, 1)
     if "flow_frame" in stacked:
         flow = flowwarp.flow_frame(identity_image, low_frame, paste_matrix, warped.coverage)
     if config.conditioning.paste_face:
-        kept, alpha = pasting.kept_face(identity_image, low_frame, paste_matrix, warped)
+        kept, alpha = pasting.kept_face(identity_image, low_frame, paste_matrix, warped, plain)
         alpha = alpha if gate is None else alpha * gate  # the identity's own pixels where nothing changed
     return FrameImages(identity_image, low_frame, prev_frame, pasted, mask, gate, flow, kept, alpha)
 

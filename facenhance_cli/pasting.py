@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -140,6 +141,13 @@ class WarpedLowFace:
     face: np.ndarray  # (S, S, 3) uint8: the low frame warped (bicubic)
     coverage: np.ndarray  # (S, S) float32 in [0, 1]: its face mask warped (bilinear), not yet feathered
 
+    @cached_property
+    def alpha(self) -> np.ndarray:
+        """(S, S, 1) float32 in [0, 1]: the coverage feathered, the paste's blend weight (computed once)."""
+        import cv2
+
+        return cv2.GaussianBlur(self.coverage, (0, 0), FEATHER_SIGMA)[..., None]
+
 
 def warp_low_face(low_frame: np.ndarray, matrix: np.ndarray, size: int) -> WarpedLowFace:
     """The (L, L, 3) uint8 low frame and its face mask warped by `matrix` (low px -> identity px)."""
@@ -173,9 +181,8 @@ def paste_low_face(
     """
     import cv2
 
-    size = identity_image.shape[0]
-    warped = warped or warp_low_face(low_frame, matrix, size)
-    alpha = cv2.GaussianBlur(warped.coverage, (0, 0), FEATHER_SIGMA)[..., None]  # (S, S, 1) in [0, 1]
+    warped = warped or warp_low_face(low_frame, matrix, identity_image.shape[0])
+    alpha = warped.alpha  # (S, S, 1) in [0, 1]
     identity = identity_image.astype(np.float32)
     pasted = alpha * warped.face.astype(np.float32) + (1.0 - alpha) * identity
     if detail_sigma > 0:
@@ -199,19 +206,23 @@ KEPT_FACE_AMOUNT = 0.6
 
 
 def kept_face(
-    identity_image: np.ndarray, low_frame: np.ndarray, matrix: np.ndarray, warped: WarpedLowFace | None = None
+    identity_image: np.ndarray,
+    low_frame: np.ndarray,
+    matrix: np.ndarray,
+    warped: WarpedLowFace | None = None,
+    plain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(S, S, 3) uint8 the plain paste, unsharp-masked, and (S, S, 1) float32 its face alpha: what a
-    `conditioning.paste_face` model outputs inside the pasted face."""
+    `conditioning.paste_face` model outputs inside the pasted face. `plain`: the plain paste, if known."""
     import cv2
 
     size = identity_image.shape[0]
     warped = warped or warp_low_face(low_frame, matrix, size)
-    paste = paste_low_face(identity_image, low_frame, matrix, 0.0, warped).astype(np.float32)
+    plain = plain if plain is not None else paste_low_face(identity_image, low_frame, matrix, 0.0, warped)
+    paste = plain.astype(np.float32)  # (S, S, 3)
     blurred = cv2.GaussianBlur(paste, (0, 0), KEPT_FACE_SIGMA * size / 192)
     sharpened = np.clip(paste + KEPT_FACE_AMOUNT * (paste - blurred) + 0.5, 0, 255).astype(np.uint8)
-    alpha = cv2.GaussianBlur(warped.coverage, (0, 0), FEATHER_SIGMA)[..., None]  # (S, S, 1)
-    return sharpened, alpha.astype(np.float32)
+    return sharpened, warped.alpha
 
 
 def expression_gate(
@@ -220,19 +231,22 @@ def expression_gate(
     matrix: np.ndarray,
     levels: float,
     warped: WarpedLowFace | None = None,
+    plain: np.ndarray | None = None,
 ) -> np.ndarray:
     """(S, S) float32 in [0, 1]: where the low face changed the identity's coarse appearance, grown.
 
     1 - exp(-(c / levels)^2), c the mean over channels of |G(paste) - G(identity)| in 8-bit levels (G a
     GATE_SIGMA Gaussian, the plain paste), then dilated and blurred by GATE_GROW. Where the expression left
     the face as the identity image has it (frame 0 of a clip whose identity is its first frame), the gate
-    is 0 and so is the model's edit.
+    is 0 and so is the model's edit. `plain`: the plain paste (`paste_low_face`, no detail), if known.
     """
     import cv2
 
     size = identity_image.shape[0]
     identity = identity_image.astype(np.float32)
-    pasted = paste_low_face(identity_image, low_frame, matrix, warped=warped).astype(np.float32)
+    if plain is None:
+        plain = paste_low_face(identity_image, low_frame, matrix, warped=warped)
+    pasted = plain.astype(np.float32)  # (S, S, 3)
     change = np.abs(
         cv2.GaussianBlur(pasted, (0, 0), GATE_SIGMA) - cv2.GaussianBlur(identity, (0, 0), GATE_SIGMA)
     ).mean(axis=-1)  # (S, S) levels

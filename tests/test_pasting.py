@@ -154,13 +154,14 @@ def test_expression_gate_opens_only_where_the_low_face_changed_the_identity():
 
 
 def test_a_frames_conditioning_warps_the_low_face_once_and_gives_what_each_function_gives():
-    """frame_images shares one `warp_low_face` among the paste, the edit mask and the gate: the same
-    arrays, bit for bit, as each function warping the frame itself."""
+    """frame_images shares one `warp_low_face` and one plain paste among the paste, the edit mask, the gate
+    and the kept face: the same arrays, bit for bit, as each function computing them itself."""
     from facenhance_cli.conditioning import frame_images
     from facenhance_cli.config import load_preset
-    from facenhance_cli.pasting import edit_mask, expression_gate
+    from facenhance_cli.pasting import edit_mask, expression_gate, kept_face
 
-    config = load_preset("small").replace(**{"conditioning.edit_gate_levels": 12.0})  # as the shipped model
+    shipped = {"conditioning.edit_gate_levels": 12.0, "conditioning.paste_face": True}  # as v9
+    config = load_preset("small").replace(**shipped)
     assert config.conditioning.edit_gate_levels > 0 and config.conditioning.paste_detail_sigma > 0
     identity = textured_image()
     matrix = similarity(2.1, 9.0, 30.0, 20.0)
@@ -172,6 +173,10 @@ def test_a_frames_conditioning_warps_the_low_face_once_and_gives_what_each_funct
     assert np.array_equal(images.edit_mask[..., 0], edit_mask(low, matrix, 192))
     gate = expression_gate(identity, low, matrix, config.conditioning.edit_gate_levels)
     assert np.array_equal(images.edit_gate[..., 0], gate) and gate.max() > 0.9
+    kept, alpha = kept_face(identity, low, matrix)
+    assert np.array_equal(images.kept_face, kept) and np.array_equal(
+        images.kept_alpha, alpha * gate[..., None]
+    )
 
 
 def test_the_edit_margin_is_the_configs_and_widens_the_mask():

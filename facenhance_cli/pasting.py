@@ -33,11 +33,17 @@ EDIT_FEATHER = 4.0
 
 
 def low_face_mask(low_frame: np.ndarray) -> np.ndarray:
-    """(L, L) float32 in {0, 1}: the face of a (L, L, 3) uint8 low frame (non-black, eroded by 1 px)."""
+    """(L, L) float32 in {0, 1}: the face of a (L, L, 3) uint8 low frame: everything but the black background
+    that reaches the frame's edge (dark pupils, nostrils and an open mouth inside the face are face), eroded
+    by 1 px."""
     import cv2
 
-    mask = (low_frame.max(axis=-1) > BLACK_LEVEL).astype(np.uint8)
-    # Outside the frame counts as background, so a face cut by the frame's edge is feathered there too.
+    black = (low_frame.max(axis=-1) <= BLACK_LEVEL).astype(np.uint8)
+    # The background is the black connected to the border (outside the frame counts as black, so a face cut
+    # by the frame's edge is feathered there too); black holes inside the face are not background.
+    padded = cv2.copyMakeBorder(black, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    cv2.floodFill(padded, None, (0, 0), 2, flags=4)
+    mask = (padded[1:-1, 1:-1] != 2).astype(np.uint8)
     kernel = np.ones((3, 3), np.uint8)
     mask = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return mask.astype(np.float32)

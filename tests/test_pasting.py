@@ -98,6 +98,20 @@ def test_mask_is_the_non_black_face_eroded_and_cut_at_the_frame_edge():
     assert mask[5, 5] == 0
 
 
+def test_black_inside_the_face_is_face_not_background():
+    """Dark pupils, nostrils and an open mouth can be as black as the background at 64 px: only the black that
+    reaches the frame's edge is background, so the paste never shows the identity's eyes through the low
+    face's pupils (the doubled eyes of experiments row 51)."""
+    low = np.zeros((64, 64, 3), np.uint8)
+    low[10:50, 12:52] = 140  # the face
+    low[20:24, 20:24] = 0  # a pupil, black
+    low[40:44, 28:36] = 5  # an open mouth, near black
+    mask = low_face_mask(low)
+    assert mask[21, 21] == 1 and mask[42, 30] == 1  # holes are face
+    assert mask[30, 5] == 0 and mask[5, 30] == 0 and mask[10, 30] == 0  # the background and the eroded edge
+    assert mask[11:49, 13:51].all()
+
+
 def test_paste_keeps_the_identity_outside_and_the_low_face_inside():
     identity = textured_image()
     truth = similarity(1.8, 5.0, 40.0, 36.0)

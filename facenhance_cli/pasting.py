@@ -33,20 +33,37 @@ EDIT_FEATHER = 4.0
 
 
 def low_face_mask(low_frame: np.ndarray) -> np.ndarray:
-    """(L, L) float32 in {0, 1}: the face of a (L, L, 3) uint8 low frame: everything but the black background
-    that reaches the frame's edge (dark pupils, nostrils and an open mouth inside the face are face), eroded
-    by 1 px."""
+    """(L, L) float32 in {0, 1}: the face of a (L, L, 3) uint8 low frame, eroded by 1 px.
+
+    The face is everything but the black background that reaches the frame's edge (dark pupils, nostrils and
+    an open mouth inside the face are face), and, since prepare's mask is a convex hull of landmarks
+    (`faces.face_mask`), whatever lies 1 px inside the hull of that face (a black beard on the jaw line).
+    """
     import cv2
 
+    kernel = np.ones((3, 3), np.uint8)
     black = (low_frame.max(axis=-1) <= BLACK_LEVEL).astype(np.uint8)
-    # The background is the black connected to the border (outside the frame counts as black, so a face cut
-    # by the frame's edge is feathered there too); black holes inside the face are not background.
+    # Outside the frame counts as black, so a face cut by the frame's edge is feathered there too.
     padded = cv2.copyMakeBorder(black, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
     cv2.floodFill(padded, None, (0, 0), 2, flags=4)
-    mask = (padded[1:-1, 1:-1] != 2).astype(np.uint8)
-    kernel = np.ones((3, 3), np.uint8)
-    mask = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return mask.astype(np.float32)
+    face = (padded[1:-1, 1:-1] != 2).astype(np.uint8)
+    hull = _largest_hull(face)
+    face |= cv2.erode(hull, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)  # off the hull's dark rim
+    return cv2.erode(face, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+
+
+def _largest_hull(mask: np.ndarray) -> np.ndarray:
+    """(L, L) uint8: the filled convex hull of the largest 8-connected region of a {0, 1} uint8 mask."""
+    import cv2
+
+    hull = np.zeros_like(mask)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count < 2:
+        return hull
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    points = np.argwhere(labels == largest)[:, ::-1].astype(np.int32)  # (N, 2) x, y
+    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    return hull
 
 
 def _gray(image: np.ndarray) -> np.ndarray:

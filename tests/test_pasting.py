@@ -110,6 +110,11 @@ def test_black_inside_the_face_is_face_not_background():
     assert mask[21, 21] == 1 and mask[42, 30] == 1  # holes are face
     assert mask[30, 5] == 0 and mask[5, 30] == 0 and mask[10, 30] == 0  # the background and the eroded edge
     assert mask[11:49, 13:51].all()
+    low[44:50, 20:44] = 3  # a black beard on the jaw line, reaching the background
+    beard = low_face_mask(low)
+    assert beard[44:48, 30].all()  # inside the face's hull: face
+    assert beard[49, 30] == 0 and beard[52, 30] == 0  # the hull's rim and the background below it
+    assert low_face_mask(np.zeros((64, 64, 3), np.uint8)).max() == 0  # no face, no mask
 
 
 def test_paste_keeps_the_identity_outside_and_the_low_face_inside():

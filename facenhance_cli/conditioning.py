@@ -120,7 +120,7 @@ def frame_images(
     levels = config.conditioning.edit_gate_levels
     if paste_matrix is None and needs_paste_matrix(config):
         raise ValueError("this model's conditioning needs the paste matrix (pasting.locate_low_face)")
-    pasted = mask = gate = flow = kept = alpha = None
+    pasted = mask = gate = face_gate = flow = kept = alpha = None
     if paste_matrix is None:
         return FrameImages(identity_image, low_frame, prev_frame)
     size = identity_image.shape[0]
@@ -136,12 +136,14 @@ def frame_images(
         mask = pasting.edit_mask(low_frame, paste_matrix, size, warped, margin)[..., None]
     if levels > 0:
         gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels, warped, plain)
-        gate = gate[..., None]  # (S, S, 1)
+        face_gate = gate = gate[..., None]  # (S, S, 1)
+        if config.conditioning.edit_gate_scope == "face":  # the ring is the network's (experiments row 54)
+            gate = pasting.face_only_gate(gate, warped.alpha)
     if "flow_frame" in stacked:
         flow = flowwarp.flow_frame(identity_image, low_frame, paste_matrix, warped.coverage)
     if config.conditioning.paste_face:
         kept, alpha = pasting.kept_face(identity_image, low_frame, paste_matrix, warped, plain)
-        alpha = alpha if gate is None else alpha * gate  # the identity's own pixels where nothing changed
+        alpha = alpha if face_gate is None else alpha * face_gate  # the identity's own pixels where unchanged
     return FrameImages(identity_image, low_frame, prev_frame, pasted, mask, gate, flow, kept, alpha)
 
 

@@ -33,9 +33,11 @@ Precision = Literal["fp32", "bf16", "fp16"]  # bf16 autocast runs on the CPU too
 # this config's own sampler (fewer steps), `train --teacher` (training/distill.py).
 Objective = Literal["denoise", "distill"]
 # How align_targets moves a target's head onto frame 0's pose: a fit of prepare's rigid landmarks (as the low
-# frames were aligned) or the inverse of prepare's registered head motion (motion.csv, as eval --align-truth;
-# a few px from where landmark-aligned low frames put the face: the network blurs over it, experiments row 39).
+# frames were aligned) or the inverse of prepare's registered head motion (motion.csv, as eval --align-truth).
 TargetMotion = Literal["landmarks", "registered"]
+# Where the expression gate holds a model's change back: edit, its whole edit region; face, the pasted face
+# only, so the ring around the face is always the network's (experiments row 54).
+GateScope = Literal["edit", "face"]
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,8 @@ class UNetConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Expression encoder E_exp (not specified by the paper): a strided CNN over the 64x64 low frame.
-
-    Its output grid (token_grid x token_grid) becomes tokens that join the UNet's self-attention.
-    """
+    """Expression encoder E_exp (not specified by the paper): a strided CNN over the 64x64 low frame whose
+    output grid (token_grid x token_grid) becomes tokens that join the UNet's self-attention."""
 
     low_size: int = 64  # low frame height = width
     channels: tuple[int, ...] = (64, 128, 256)  # one stride-2 stage each: 64 -> 32 -> 16 -> 8
@@ -144,6 +144,7 @@ class ConditioningConfig:
     # 0: off. > 0 (8-bit levels): the model's edit is also multiplied by the expression gate, 1 where the low
     # face changed the identity's coarse appearance by more than about this much (`pasting.expression_gate`).
     edit_gate_levels: float = 0.0
+    edit_gate_scope: GateScope = "edit"
     # px at 192 (scaled with the size): how far beyond the pasted face a model with an edit mask may change
     # the identity image (`pasting.edit_mask`; experiments rows 27 and 45).
     edit_margin: int = 16
@@ -183,9 +184,8 @@ class TrainingConfig:
     # Move each target frame's head onto frame 0's pose (how: target_motion): a moved head teaches blur.
     align_targets: bool = False
     target_motion: TargetMotion = "landmarks"
-    # edm only. mse: the masked squared error summed over the batch, so samples the base gets badly wrong
-    # (big moves) dominate and near-static ones hardly count. relative: each sample's error is divided by
-    # its base's own (`diffusion.losses.edm_loss`), which weighs every sample as mean per-frame PSNR does.
+    # edm only. mse: the masked squared error summed over the batch (big moves dominate). relative: each
+    # sample's error over its base's own (`diffusion.losses.edm_loss`), weighed as mean per-frame PSNR is.
     loss_scale: LossScale = "mse"
     # edm only, ours: > 0 adds this times the squared relative error of the edited region's mean
     # |Laplacian| (its fine-detail energy, what `eval`'s sharpness compares) against the truth's

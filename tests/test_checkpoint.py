@@ -115,13 +115,15 @@ def test_export_stores_the_expression_gate_and_refuses_it_where_there_is_no_edit
 
     small = load_preset("small")
     save_checkpoint(tmp_path / "small.pt", small, build_network(small).state_dict())
-    ok = CliRunner().invoke(
-        app, ["export", str(tmp_path / "small.pt"), "-o", str(tmp_path / "g.pt"), "--edit-gate-levels", "12"]
-    )
+    flags = ["--edit-gate-levels", "12", "--edit-gate-scope", "face"]
+    ok = CliRunner().invoke(app, ["export", str(tmp_path / "small.pt"), "-o", str(tmp_path / "g.pt"), *flags])
     assert ok.exit_code == 0, ok.output
-    assert (
-        torch.load(tmp_path / "g.pt", weights_only=True)["config"]["conditioning"]["edit_gate_levels"] == 12
+    stored = torch.load(tmp_path / "g.pt", weights_only=True)["config"]["conditioning"]
+    assert stored["edit_gate_levels"] == 12 and stored["edit_gate_scope"] == "face"
+    bad = CliRunner().invoke(
+        app, ["export", str(tmp_path / "small.pt"), "-o", str(tmp_path / "b.pt"), "--edit-gate-scope", "ring"]
     )
+    assert bad.exit_code == 2 and not (tmp_path / "b.pt").exists()
     tiny = load_preset("tiny").replace(**{"unet.image_size": 32})
     save_checkpoint(tmp_path / "tiny.pt", tiny, build_network(tiny).state_dict())
     refused = CliRunner().invoke(

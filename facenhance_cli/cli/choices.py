@@ -1,6 +1,6 @@
 """The command line's fixed choices as Enums: Typer lists them in --help and Click refuses anything else.
 
-Precision, Sampler and Spacing are built from config's Literals (one source of truth; config imports
+Precision, Sampler, Spacing and GateScope are built from config's Literals (one source of truth; config imports
 only the standard library). Backend, Layout, LowAlignment, Landmarks and Detector mirror backends.BACKENDS, prepare's
 LAYOUTS and LOW_ALIGNMENTS and faces' LANDMARK_BACKENDS and DETECTORS, kept here so that `facenhance --help` imports none
 of those modules; tests/test_help_and_build.py checks that they agree.
@@ -46,6 +46,10 @@ class Sampler(str, Enum, metaclass=_FromValues, values=get_args(config.SamplerNa
 
 class Spacing(str, Enum, metaclass=_FromValues, values=get_args(config.Spacing)):
     """DDIM timesteps: even in t (trailing) or denser at low noise (karras)."""
+
+
+class GateScope(str, Enum, metaclass=_FromValues, values=get_args(config.GateScope)):
+    """Where the expression gate holds a model's change back: its whole edit region, or the pasted face only."""
 
 
 class Backend(str, Enum):

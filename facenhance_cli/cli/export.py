@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from facenhance_cli.cli.choices import Sampler, Spacing
+from facenhance_cli.cli.choices import GateScope, Sampler, Spacing
 from facenhance_cli.cli.common import handle_errors
 
 
@@ -56,6 +56,14 @@ def export(
             "stays where the low face changed the identity by about this many 8-bit levels. EDM models only.",
         ),
     ] = None,
+    edit_gate_scope: Annotated[
+        GateScope | None,
+        typer.Option(
+            "--edit-gate-scope",
+            help="Stored with the model (conditioning.edit_gate_scope): the expression gate holds back the "
+            "whole edit, or only the pasted face's, the ring around it always the network's.",
+        ),
+    ] = None,
     paste_face: Annotated[
         bool | None,
         typer.Option(
@@ -89,6 +97,10 @@ def export(
         "sampling.spacing": ("--spacing", spacing.value if spacing else None),
         "sampling.shared_noise": ("--shared-noise", shared_noise),
         "conditioning.edit_gate_levels": ("--edit-gate-levels", edit_gate_levels),
+        "conditioning.edit_gate_scope": (
+            "--edit-gate-scope",
+            edit_gate_scope.value if edit_gate_scope else None,
+        ),
         "conditioning.paste_face": ("--paste-face", paste_face),
     }
     overrides = {key: value for key, (_, value) in flags.items() if value is not None}

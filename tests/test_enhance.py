@@ -534,17 +534,26 @@ def test_sigterm_mid_video_leaves_no_output(model_path, tmp_path):
     assert list(out.iterdir()) == []
 
 
-def test_expression_gate_scales_the_edit(tmp_path):
+@pytest.mark.parametrize("scope", ["edit", "face"])
+def test_expression_gate_scales_the_edit(tmp_path, scope):
     """conditioning.edit_gate_levels: the model's edit is multiplied by the expression gate and nothing
-    else changes (not a network input): at DDIM 1, gated - base = gate x (ungated - base) to a level."""
+    else changes (not a network input): at DDIM 1, gated - base = gate x (ungated - base) to a level. With
+    edit_gate_scope = "face" the gate is open in the ring around the pasted face (`face_only_gate`)."""
     import torch as _torch
 
-    from facenhance_cli.pasting import expression_gate, locate_low_face, paste_low_face
+    from facenhance_cli.pasting import (
+        expression_gate,
+        face_only_gate,
+        locate_low_face,
+        paste_low_face,
+        warp_low_face,
+    )
     from facenhance_cli.video import read_image
 
     ungated = random_masked_model(tmp_path)
     payload = _torch.load(ungated, weights_only=True)
-    config = edm_masked_config(192).replace(**{"conditioning.edit_gate_levels": 12.0})
+    gate_settings = {"conditioning.edit_gate_levels": 12.0, "conditioning.edit_gate_scope": scope}
+    config = edm_masked_config(192).replace(**gate_settings)
     gated = save_checkpoint(tmp_path / "gated.pt", config, payload["ema"])
     examples = Path(__file__).resolve().parents[1] / "examples"
     low, fps = read_video(examples / "low.mp4", max_frames=2)
@@ -561,6 +570,8 @@ def test_expression_gate_scales_the_edit(tmp_path):
     for n, low_frame in enumerate(low):
         base = paste_low_face(identity, low_frame, matrix).astype(float)
         gate = expression_gate(identity, low_frame, matrix, 12.0)[..., None]
+        if scope == "face":
+            gate = face_only_gate(gate, warp_low_face(low_frame, matrix, 192).alpha)
         edit = outputs["ungated"][n] - base
         unclipped = (outputs["ungated"][n] > 0) & (outputs["ungated"][n] < 255)
         expected = base + gate * edit

@@ -56,15 +56,6 @@ class Conditioning:
             return self.edit_mask if self.edit_gate is None else self.edit_gate
         return self.edit_mask * self.edit_gate
 
-    @property
-    def drawn_weight(self) -> torch.Tensor | None:
-        """(B, 1, S, S) or None: how much of the output is the network's, the edit weight less the kept face
-        (`conditioning.paste_face`), whose pixels are the sharpened paste's whatever the network does."""
-        if self.kept_alpha is None:
-            return self.edit_weight
-        weight = self.edit_weight if self.edit_weight is not None else torch.ones_like(self.kept_alpha)
-        return weight * (1 - self.kept_alpha)
-
     def replace(self, **changes: Unpack[ConditioningChanges]) -> Conditioning:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)

@@ -242,25 +242,3 @@ def test_ring_weight_weighs_the_ring_around_the_pasted_face():
     with pytest.raises(UsageError, match="ring_weight needs"):
         load_preset("tiny").replace(**{"training.ring_weight": 2.0}).validate()
     assert load_preset("small").replace(**{"training.ring_weight": 4.0}).validate()
-
-
-def test_the_detail_term_is_measured_where_the_network_draws_not_on_the_kept_face():
-    """conditioning.paste_face: the kept face is the sharpened paste whatever the network does, so the drawn
-    weight (where the detail term looks) is the edit weight less it; without a kept face it is the edit weight."""
-    from facenhance_cli.conditioning import Conditioning
-    from facenhance_cli.diffusion.losses import detail_energy_loss
-
-    gen = torch.Generator().manual_seed(1)
-    images = {k: torch.rand(2, 3, 16, 16, generator=gen) * 2 - 1 for k in ("identity", "low", "kept", "x0")}
-    mask = torch.ones(2, 1, 16, 16)
-    alpha = torch.zeros(2, 1, 16, 16)
-    alpha[..., 4:12, 4:12] = 1.0  # the pasted face; the ring around it is the network's
-    cond = Conditioning(images["identity"], images["low"][..., :8, :8], edit_mask=mask)
-    assert cond.drawn_weight is cond.edit_weight
-    kept = cond.replace(kept_face=images["kept"], kept_alpha=alpha)
-    assert torch.equal(kept.drawn_weight, mask * (1 - alpha))
-    output = images["x0"].clone()
-    other_face = torch.where(alpha.bool(), torch.zeros_like(output), output)  # detail gone inside the face
-    assert detail_energy_loss(output, images["x0"], kept.drawn_weight) == 0
-    drawn = detail_energy_loss(other_face, images["x0"], kept.drawn_weight)  # only the ring's edge changed
-    assert drawn < detail_energy_loss(other_face, images["x0"], cond.edit_weight) / 4  # what it was before

@@ -86,9 +86,9 @@ def training_loss(
         base = cond.base if config.training.loss_scale == "relative" else None
         weight = ring_weighted(cond, config.training.ring_weight)
         loss = edm_loss(output, batch.x0, batch.t, schedule, d.sigma_data, weight, relative_to=base)
-        if config.training.detail_weight > 0:  # measured where the network draws (not the kept face)
+        if config.training.detail_weight > 0:
             loss = loss + config.training.detail_weight * detail_energy_loss(
-                output, batch.x0, cond.drawn_weight
+                output, batch.x0, cond.edit_weight
             )
         return loss
     return diffusion_loss(schedule, d.prediction, d.loss, output, x_t, batch.t, batch.x0, batch.eps)

@@ -137,8 +137,8 @@ def frame_images(
     if levels > 0:
         gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels, warped, plain)
         face_gate = gate = gate[..., None]  # (S, S, 1)
-        if config.conditioning.edit_gate_scope == "face":  # the ring is the network's (experiments row 54)
-            gate = pasting.face_only_gate(gate, warped.alpha)
+        if config.conditioning.edit_gate_scope == "face":  # the ring follows the face (experiments row 57)
+            gate = pasting.face_scoped_gate(gate, warped.alpha)
     if "flow_frame" in stacked:
         flow = flowwarp.flow_frame(identity_image, low_frame, paste_matrix, warped.coverage)
     if config.conditioning.paste_face:

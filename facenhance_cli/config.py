@@ -35,8 +35,8 @@ Objective = Literal["denoise", "distill"]
 # How align_targets moves a target's head onto frame 0's pose: a fit of prepare's rigid landmarks (as the low
 # frames were aligned) or the inverse of prepare's registered head motion (motion.csv, as eval --align-truth).
 TargetMotion = Literal["landmarks", "registered"]
-# Where the expression gate holds a model's change back: edit, its whole edit region; face, the pasted face
-# only, so the ring around the face is always the network's (experiments row 54).
+# Where the expression gate holds a model's change back: edit, its whole edit region; face, the pasted face,
+# the ring around it by the gate's largest value in the frame (`pasting.face_scoped_gate`, rows 54 and 57).
 GateScope = Literal["edit", "face"]
 
 

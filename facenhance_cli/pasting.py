@@ -279,10 +279,12 @@ def expression_gate(
     return np.clip(cv2.GaussianBlur(gate, (0, 0), grow / 2), 0.0, 1.0).astype(np.float32)
 
 
-def face_only_gate(gate: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """(S, S) float32: `conditioning.edit_gate_scope = "face"`'s gate, 1 - alpha (1 - gate): the expression
-    gate inside the pasted face (alpha, (S, S) or (S, S, 1), its feathered mask), open in the ring around it."""
-    return (1.0 - alpha.reshape(gate.shape) * (1.0 - gate)).astype(np.float32)
+def face_scoped_gate(gate: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`conditioning.edit_gate_scope = "face"`'s gate, shaped as `gate`: the expression gate inside the pasted
+    face (alpha, its feathered mask, (S, S) or (S, S, 1)) and, in the ring around it, the gate's largest value
+    in the frame: the jaw line, hair and ears follow the face as a whole (experiments row 57)."""
+    face = alpha.reshape(gate.shape)
+    return (face * gate + (1.0 - face) * gate.max()).astype(np.float32)
 
 
 def edit_mask(

@@ -538,12 +538,12 @@ def test_sigterm_mid_video_leaves_no_output(model_path, tmp_path):
 def test_expression_gate_scales_the_edit(tmp_path, scope):
     """conditioning.edit_gate_levels: the model's edit is multiplied by the expression gate and nothing
     else changes (not a network input): at DDIM 1, gated - base = gate x (ungated - base) to a level. With
-    edit_gate_scope = "face" the gate is open in the ring around the pasted face (`face_only_gate`)."""
+    edit_gate_scope = "face" the gate is open in the ring around the pasted face (`face_scoped_gate`)."""
     import torch as _torch
 
     from facenhance_cli.pasting import (
         expression_gate,
-        face_only_gate,
+        face_scoped_gate,
         locate_low_face,
         paste_low_face,
         warp_low_face,
@@ -571,7 +571,7 @@ def test_expression_gate_scales_the_edit(tmp_path, scope):
         base = paste_low_face(identity, low_frame, matrix).astype(float)
         gate = expression_gate(identity, low_frame, matrix, 12.0)[..., None]
         if scope == "face":
-            gate = face_only_gate(gate, warp_low_face(low_frame, matrix, 192).alpha)
+            gate = face_scoped_gate(gate, warp_low_face(low_frame, matrix, 192).alpha)
         edit = outputs["ungated"][n] - base
         unclipped = (outputs["ungated"][n] > 0) & (outputs["ungated"][n] < 255)
         expected = base + gate * edit

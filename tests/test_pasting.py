@@ -274,12 +274,13 @@ def test_a_paste_face_model_outputs_the_sharpened_paste_inside_the_face_and_its_
         load_preset("tiny").replace(**{"conditioning.paste_face": True}).validate()
 
 
-def test_a_face_scoped_gate_holds_back_only_the_pasted_face():
+def test_a_face_scoped_gate_opens_the_whole_ring_when_the_face_changed_anywhere():
     """conditioning.edit_gate_scope = "face": the edit's gate is the expression gate inside the pasted face
-    and open (1) in the ring around it; the kept face stays gated as with "edit"."""
+    and the frame's largest gate in the ring around it: open all round when the 'mouth' changed, closed for
+    the identity's own face; the kept face stays gated as with "edit"."""
     from facenhance_cli.conditioning import frame_images
     from facenhance_cli.config import load_preset
-    from facenhance_cli.pasting import expression_gate, face_only_gate, kept_face, warp_low_face
+    from facenhance_cli.pasting import expression_gate, face_scoped_gate, kept_face, warp_low_face
 
     shipped = {
         "conditioning.edit_gate_levels": 12.0,
@@ -296,12 +297,15 @@ def test_a_face_scoped_gate_holds_back_only_the_pasted_face():
     gate = expression_gate(identity, low, matrix, 12.0)
     alpha = warp_low_face(low, matrix, 192).alpha[..., 0]
     assert np.array_equal(whole.edit_gate[..., 0], gate)
-    assert np.array_equal(face.edit_gate[..., 0], face_only_gate(gate, alpha))
+    assert np.array_equal(face.edit_gate[..., 0], face_scoped_gate(gate, alpha))
     ring = (alpha < 1e-3) & (face.edit_mask[..., 0] > 0.5)  # as v10: a 32 px ring
     inside = (alpha > 0.999) & (gate < 0.05)  # the face, where the low face left the identity as it was
     assert ring.sum() > 1000 and inside.sum() > 1000
-    assert face.edit_gate[..., 0][ring].min() > 0.999 and whole.edit_gate[..., 0][ring].min() < 0.05
+    assert np.allclose(face.edit_gate[..., 0][ring], gate.max(), atol=1e-3) and gate.max() > 0.9
+    assert whole.edit_gate[..., 0][ring].min() < 0.05  # "edit": the ring far from the mouth stays shut
     assert np.allclose(face.edit_gate[..., 0][inside], gate[inside], atol=1e-3)
     _, kept_alpha = kept_face(identity, low, matrix)
     assert np.array_equal(face.kept_alpha, kept_alpha * gate[..., None])
     assert np.array_equal(face.kept_alpha, whole.kept_alpha)
+    own = frame_images(config, identity, low_face_of(identity, matrix), matrix)  # nothing changed
+    assert own.edit_gate[..., 0][ring].max() < 0.2

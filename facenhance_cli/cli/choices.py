@@ -49,7 +49,8 @@ class Spacing(str, Enum, metaclass=_FromValues, values=get_args(config.Spacing))
 
 
 class GateScope(str, Enum, metaclass=_FromValues, values=get_args(config.GateScope)):
-    """Where the expression gate holds a model's change back: its whole edit region, or the pasted face only."""
+    """Where the expression gate holds a model's change back: its whole edit region, or the face (the ring by
+    the frame's largest gate)."""
 
 
 class Backend(str, Enum):

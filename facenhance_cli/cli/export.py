@@ -61,7 +61,7 @@ def export(
         typer.Option(
             "--edit-gate-scope",
             help="Stored with the model (conditioning.edit_gate_scope): the expression gate holds back the "
-            "whole edit, or only the pasted face's, the ring around it always the network's.",
+            "whole edit pixel by pixel, or the pasted face's, the ring around it by the frame's largest gate.",
         ),
     ] = None,
     paste_face: Annotated[

@@ -203,7 +203,7 @@ def model_search_dirs(override: str | os.PathLike[str] | None = None) -> list[Pa
     return _search_dirs(override, MODELS_ENV, [user_models_dir(), shipped_models_dir()])
 
 
-DEFAULT_MODEL = "facenhance-small-v10"
+DEFAULT_MODEL = "facenhance-small-v11"
 
 
 def model_dir_warnings(models_dir: str | os.PathLike[str] | None = None) -> list[str]:

@@ -50,7 +50,7 @@ class Spacing(str, Enum, metaclass=_FromValues, values=get_args(config.Spacing))
 
 class GateScope(str, Enum, metaclass=_FromValues, values=get_args(config.GateScope)):
     """Where the expression gate holds a model's change back: its whole edit region, or the face (the ring by
-    the frame's largest gate)."""
+    the gate's mean over the face)."""
 
 
 class Backend(str, Enum):

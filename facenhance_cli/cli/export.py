@@ -61,7 +61,7 @@ def export(
         typer.Option(
             "--edit-gate-scope",
             help="Stored with the model (conditioning.edit_gate_scope): the expression gate holds back the "
-            "whole edit pixel by pixel, or the pasted face's, the ring around it by the frame's largest gate.",
+            "whole edit pixel by pixel, or the pasted face's, the ring around it by the gate's mean over the face.",
         ),
     ] = None,
     paste_face: Annotated[

@@ -137,7 +137,7 @@ def frame_images(
     if levels > 0:
         gate = pasting.expression_gate(identity_image, low_frame, paste_matrix, levels, warped, plain)
         face_gate = gate = gate[..., None]  # (S, S, 1)
-        if config.conditioning.edit_gate_scope == "face":  # the ring follows the face (experiments row 57)
+        if config.conditioning.edit_gate_scope == "face":  # the ring follows the face (rows 57-58)
             gate = pasting.face_scoped_gate(gate, warped.alpha)
     if "flow_frame" in stacked:
         flow = flowwarp.flow_frame(identity_image, low_frame, paste_matrix, warped.coverage)

@@ -36,7 +36,7 @@ Objective = Literal["denoise", "distill"]
 # frames were aligned) or the inverse of prepare's registered head motion (motion.csv, as eval --align-truth).
 TargetMotion = Literal["landmarks", "registered"]
 # Where the expression gate holds a model's change back: edit, its whole edit region; face, the pasted face,
-# the ring around it by the gate's mean over the face (`pasting.face_scoped_gate`, rows 54 and 57).
+# the ring around it by the gate's mean over the face (`pasting.face_scoped_gate`, rows 54, 57, 58).
 GateScope = Literal["edit", "face"]
 
 

@@ -282,7 +282,7 @@ def expression_gate(
 def face_scoped_gate(gate: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """`conditioning.edit_gate_scope = "face"`'s gate, shaped as `gate`: the expression gate inside the pasted
     face (alpha, its feathered mask, (S, S) or (S, S, 1)) and, in the ring around it, the gate's mean over the
-    face: the jaw line, hair and ears follow as much of the face as changed (experiments row 57)."""
+    face: the jaw line, hair and ears follow as much of the face as changed (experiments row 58)."""
     face = alpha.reshape(gate.shape)
     ring = float((face * gate).sum() / max(float(face.sum()), 1e-6))  # in [0, 1]
     return (face * gate + (1.0 - face) * ring).astype(np.float32)
